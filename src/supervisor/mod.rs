@@ -1,0 +1,3 @@
+//! The service supervisor. Placeholder for the runtime; see servicedir for the on-disk form.
+
+pub mod servicedir;
