@@ -50,12 +50,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            first_ms: 0,
-            base_ms: 500,
-            max_ms: 30_000,
-            reset_after_ms: 10_000,
-        }
+        Backoff { first_ms: 0, base_ms: 500, max_ms: 30_000, reset_after_ms: 10_000 }
     }
 }
 
@@ -70,11 +65,7 @@ pub struct LogDefaults {
 
 impl Default for LogDefaults {
     fn default() -> Self {
-        LogDefaults {
-            max_bytes: 1_000_000,
-            keep: 10,
-            stdout_buffer_bytes: 1 << 20,
-        }
+        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 1 << 20 }
     }
 }
 
@@ -106,13 +97,7 @@ pub struct Invalid {
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {} error(s): {}",
-            self.file.display(),
-            self.errors.len(),
-            self.errors.join("; ")
-        )
+        write!(f, "{}: {} error(s): {}", self.file.display(), self.errors.len(), self.errors.join("; "))
     }
 }
 
@@ -128,14 +113,8 @@ struct Fields {
 impl Fields {
     fn parse(text: &str) -> Result<Fields, String> {
         match serde_norway::from_str::<Value>(text) {
-            Ok(Value::Mapping(map)) => Ok(Fields {
-                map,
-                errors: Vec::new(),
-            }),
-            Ok(Value::Null) => Ok(Fields {
-                map: Mapping::new(),
-                errors: Vec::new(),
-            }),
+            Ok(Value::Mapping(map)) => Ok(Fields { map, errors: Vec::new() }),
+            Ok(Value::Null) => Ok(Fields { map: Mapping::new(), errors: Vec::new() }),
             Ok(_) => Err("the top level must be a mapping of keys to values".into()),
             Err(e) => Err(format!("not valid YAML: {e}")),
         }
@@ -158,29 +137,20 @@ impl Fields {
 
     fn finish(mut self, file: &Path) -> Result<(), Invalid> {
         for k in self.map.keys() {
-            let name = k
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{k:?}"));
+            let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
             self.errors.push(format!("{name}: unknown key"));
         }
         if self.errors.is_empty() {
             Ok(())
         } else {
             self.errors.sort();
-            Err(Invalid {
-                file: file.to_path_buf(),
-                errors: self.errors,
-            })
+            Err(Invalid { file: file.to_path_buf(), errors: self.errors })
         }
     }
 }
 
 fn invalid(file: &Path, e: impl Into<String>) -> Invalid {
-    Invalid {
-        file: file.to_path_buf(),
-        errors: vec![e.into()],
-    }
+    Invalid { file: file.to_path_buf(), errors: vec![e.into()] }
 }
 
 impl Config {
@@ -200,8 +170,7 @@ impl Config {
         f.take("cont_init_dir", &mut c.cont_init_dir);
         f.take("rescan_interval_ms", &mut c.rescan_interval_ms);
         if c.logs.keep == 0 || c.logs.max_bytes < 4096 {
-            f.errors
-                .push("logs: keep must be at least 1 and max_bytes at least 4096".into());
+            f.errors.push("logs: keep must be at least 1 and max_bytes at least 4096".into());
         }
         f.finish(file)?;
         Ok(c)
@@ -210,9 +179,7 @@ impl Config {
     /// The config file (`HERMESINIT_CONFIG` or /etc/hermesinit/config.yaml; a missing file
     /// means defaults), then the environment overrides.
     pub fn load() -> Result<Config, Invalid> {
-        let file = std::env::var_os("HERMESINIT_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| CONFIG_PATH.into());
+        let file = std::env::var_os("HERMESINIT_CONFIG").map(PathBuf::from).unwrap_or_else(|| CONFIG_PATH.into());
         let mut c = match std::fs::read_to_string(&file) {
             Ok(text) => Config::parse(&file, &text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
@@ -288,22 +255,14 @@ fn yes() -> bool {
 
 impl Default for LogSpec {
     fn default() -> Self {
-        LogSpec {
-            stdout: true,
-            dir: None,
-            max_bytes: None,
-            keep: None,
-        }
+        LogSpec { stdout: true, dir: None, max_bytes: None, keep: None }
     }
 }
 
 impl ServiceSpec {
     pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, Invalid> {
         let mut f = Fields::parse(text).map_err(|e| invalid(file, e))?;
-        let mut s = ServiceSpec {
-            stay_down_exit_codes: default_stay_down(),
-            ..Default::default()
-        };
+        let mut s = ServiceSpec { stay_down_exit_codes: default_stay_down(), ..Default::default() };
         f.take("command", &mut s.command);
         s.user = f.take_opt("user");
         f.take("env", &mut s.env);
@@ -312,8 +271,7 @@ impl ServiceSpec {
         f.take("stay_down_exit_codes", &mut s.stay_down_exit_codes);
         s.stop_timeout_ms = f.take_opt("stop_timeout_ms");
         if s.command.is_empty() || s.command[0].is_empty() {
-            f.errors
-                .push("command: must be a non-empty list (the program and its arguments)".into());
+            f.errors.push("command: must be a non-empty list (the program and its arguments)".into());
         }
         if let Some(c) = &s.cwd {
             if !c.is_absolute() {
@@ -326,8 +284,7 @@ impl ServiceSpec {
             }
         }
         if s.env.keys().any(|k| k.is_empty() || k.contains('=')) {
-            f.errors
-                .push("env: names must be non-empty and contain no '='".into());
+            f.errors.push("env: names must be non-empty and contain no '='".into());
         }
         f.finish(file)?;
         Ok(s)
@@ -345,8 +302,7 @@ pub fn valid_profile_name(name: &str) -> bool {
     let b = name.as_bytes();
     (1..=251).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// A scan-directory entry we will supervise: not dot-prefixed, no slash, sane length.
@@ -364,11 +320,7 @@ mod tests {
 
     #[test]
     fn config_defaults_and_env_overrides() {
-        let mut c = Config::parse(
-            Path::new("c.yaml"),
-            "kill_grace_ms: 1500\nbackoff: {max_ms: 1000}\n",
-        )
-        .unwrap();
+        let mut c = Config::parse(Path::new("c.yaml"), "kill_grace_ms: 1500\nbackoff: {max_ms: 1000}\n").unwrap();
         assert_eq!(c.kill_grace_ms, 1500);
         assert_eq!(c.backoff.max_ms, 1000);
         assert_eq!(c.backoff.base_ms, Backoff::default().base_ms);
@@ -378,23 +330,14 @@ mod tests {
             "HERMESINIT_S6_COMPAT" => Some("0".into()),
             _ => None,
         });
-        assert_eq!(
-            (c.hermes_home, c.kill_grace_ms, c.s6_compat),
-            (PathBuf::from("/data"), 200, false)
-        );
-        assert_eq!(
-            Config::parse(Path::new("c"), "").unwrap(),
-            Config::default()
-        );
+        assert_eq!((c.hermes_home, c.kill_grace_ms, c.s6_compat), (PathBuf::from("/data"), 200, false));
+        assert_eq!(Config::parse(Path::new("c"), "").unwrap(), Config::default());
     }
 
     #[test]
     fn config_reports_every_error_at_once() {
-        let e = Config::parse(
-            Path::new("/etc/c.yaml"),
-            "kill_grace_ms: soon\nbogus: 1\nbackoff: {max: 2}\n",
-        )
-        .unwrap_err();
+        let e =
+            Config::parse(Path::new("/etc/c.yaml"), "kill_grace_ms: soon\nbogus: 1\nbackoff: {max: 2}\n").unwrap_err();
         assert_eq!(e.errors.len(), 3, "{e}");
         assert!(e.to_string().starts_with("/etc/c.yaml: 3 error(s): "));
         assert!(e.errors.iter().any(|x| x.starts_with("bogus: unknown key")));
@@ -405,28 +348,18 @@ mod tests {
     #[test]
     fn service_spec_round_trips_and_validates() {
         let spec = ServiceSpec {
-            command: vec![
-                "/opt/hermes/.venv/bin/hermes".into(),
-                "gateway".into(),
-                "run".into(),
-            ],
+            command: vec!["/opt/hermes/.venv/bin/hermes".into(), "gateway".into(), "run".into()],
             user: Some("hermes".into()),
             env: [("HERMES_SUPERVISED_CHILD".to_string(), "1".to_string())].into(),
             cwd: Some("/opt/data".into()),
-            log: LogSpec {
-                dir: Some("/opt/data/logs/gateways/default".into()),
-                ..Default::default()
-            },
+            log: LogSpec { dir: Some("/opt/data/logs/gateways/default".into()), ..Default::default() },
             stay_down_exit_codes: vec![0, 78],
             stop_timeout_ms: None,
         };
         let back = ServiceSpec::parse(Path::new("s"), &spec.to_yaml()).unwrap();
         assert_eq!(back, spec);
-        let e = ServiceSpec::parse(
-            Path::new("s"),
-            "command: []\ncwd: rel\nlog: {dir: x, color: 1}\nuser: [1]\n",
-        )
-        .unwrap_err();
+        let e = ServiceSpec::parse(Path::new("s"), "command: []\ncwd: rel\nlog: {dir: x, color: 1}\nuser: [1]\n")
+            .unwrap_err();
         assert_eq!(e.errors.len(), 4, "{e}");
     }
 
@@ -435,18 +368,7 @@ mod tests {
         for ok in ["coder", "a", "0x", "my_bot-2", &"a".repeat(251)] {
             assert!(valid_profile_name(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "-x",
-            "_x",
-            "Coder",
-            "a b",
-            "a/b",
-            "..",
-            ".x",
-            "é",
-            &"a".repeat(252),
-        ] {
+        for bad in ["", "-x", "_x", "Coder", "a b", "a/b", "..", ".x", "é", &"a".repeat(252)] {
             assert!(!valid_profile_name(bad), "{bad}");
         }
         assert!(valid_service_name("gateway-coder"));

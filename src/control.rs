@@ -16,9 +16,7 @@ pub const DEFAULT_SOCKET: &str = "/run/hermesinit/control.sock";
 
 /// Where the socket is: `HERMESINIT_SOCKET` overrides the default (tests, non-image setups).
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("HERMESINIT_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_SOCKET.into())
+    std::env::var_os("HERMESINIT_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,12 +50,7 @@ pub enum Request {
     /// Re-read the scan directory now. `prune` also drops services whose directory is gone.
     Rescan { prune: bool },
     /// Answer when every named service (all when empty) meets `until`, or `any` of them does.
-    Wait {
-        services: Vec<String>,
-        until: WaitFor,
-        any: bool,
-        timeout_ms: Option<u64>,
-    },
+    Wait { services: Vec<String>, until: WaitFor, any: bool, timeout_ms: Option<u64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,12 +115,7 @@ pub struct Response {
 
 impl Response {
     pub fn error(msg: impl Into<String>) -> Response {
-        Response {
-            v: VERSION,
-            ok: false,
-            error: Some(msg.into()),
-            ..Default::default()
-        }
+        Response { v: VERSION, ok: false, error: Some(msg.into()), ..Default::default() }
     }
 }
 
@@ -155,34 +143,22 @@ impl std::error::Error for ClientError {}
 /// than their own, so a dead supervisor cannot hang the client.
 pub fn request(req: Request) -> Result<Response, ClientError> {
     let path = socket_path();
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|e| ClientError::NotRunning(format!("{}: {e}", path.display())))?;
+    let mut stream =
+        UnixStream::connect(&path).map_err(|e| ClientError::NotRunning(format!("{}: {e}", path.display())))?;
     let timeout = match &req {
-        Request::Wait {
-            timeout_ms: Some(ms),
-            ..
-        } => Some(Duration::from_millis(ms + 5000)),
-        Request::Wait {
-            timeout_ms: None, ..
-        } => None,
+        Request::Wait { timeout_ms: Some(ms), .. } => Some(Duration::from_millis(ms + 5000)),
+        Request::Wait { timeout_ms: None, .. } => None,
         _ => Some(Duration::from_secs(30)),
     };
     stream.set_read_timeout(timeout).map_err(ClientError::Io)?;
-    let mut line = serde_json::to_vec(&Envelope {
-        v: VERSION,
-        request: req,
-    })
-    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut line =
+        serde_json::to_vec(&Envelope { v: VERSION, request: req }).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(ClientError::Io)?;
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(ClientError::Io)?;
+    BufReader::new(stream).read_line(&mut answer).map_err(ClientError::Io)?;
     if answer.is_empty() {
-        return Err(ClientError::Protocol(
-            "supervisor closed the connection without an answer".into(),
-        ));
+        return Err(ClientError::Protocol("supervisor closed the connection without an answer".into()));
     }
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("bad answer: {e}")))
 }
@@ -193,25 +169,13 @@ mod tests {
 
     #[test]
     fn requests_round_trip_as_one_json_line() {
-        let e = Envelope {
-            v: 1,
-            request: Request::Up {
-                services: vec!["gateway-coder".into()],
-            },
-        };
+        let e = Envelope { v: 1, request: Request::Up { services: vec!["gateway-coder".into()] } };
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(s, r#"{"v":1,"op":"up","services":["gateway-coder"]}"#);
         assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
-        let w: Envelope = serde_json::from_str(
-            r#"{"v":1,"op":"wait","services":[],"until":"boot","any":false,"timeout_ms":500}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            w.request,
-            Request::Wait {
-                until: WaitFor::Boot,
-                ..
-            }
-        ));
+        let w: Envelope =
+            serde_json::from_str(r#"{"v":1,"op":"wait","services":[],"until":"boot","any":false,"timeout_ms":500}"#)
+                .unwrap();
+        assert!(matches!(w.request, Request::Wait { until: WaitFor::Boot, .. }));
     }
 }

@@ -83,13 +83,7 @@ impl Identity {
         let mut id = match user_part.parse::<u32>() {
             Ok(uid) => match passwd.iter().find(|u| u.uid == uid) {
                 Some(u) => Identity::from_user(u, groups),
-                None => Identity {
-                    uid,
-                    gid: uid,
-                    groups: vec![uid],
-                    name: None,
-                    home: None,
-                },
+                None => Identity { uid, gid: uid, groups: vec![uid], name: None, home: None },
             },
             Err(_) => match passwd.iter().find(|u| u.name == user_part) {
                 Some(u) => Identity::from_user(u, groups),
@@ -139,16 +133,10 @@ impl Identity {
             libc::getgroups(buf.len() as i32, buf.as_mut_ptr())
         };
         if [r, e, s] != [self.uid; 3] {
-            return Err(Error::Mismatch(format!(
-                "uid is {r}/{e}/{s}, wanted {}",
-                self.uid
-            )));
+            return Err(Error::Mismatch(format!("uid is {r}/{e}/{s}, wanted {}", self.uid)));
         }
         if [rg, eg, sg] != [self.gid; 3] {
-            return Err(Error::Mismatch(format!(
-                "gid is {rg}/{eg}/{sg}, wanted {}",
-                self.gid
-            )));
+            return Err(Error::Mismatch(format!("gid is {rg}/{eg}/{sg}, wanted {}", self.gid)));
         }
         if n >= 0 && (n as usize) <= buf.len() {
             let got = &buf[..n as usize];
@@ -189,10 +177,7 @@ mod tests {
         let p = std::path::Path::new("/etc/passwd");
         let pw = "root:x:0:0:root:/root:/bin/sh\nhermes:x:10000:10000::/opt/data:/bin/sh\n";
         let gr = "root:x:0:\nhermes:x:10000:\naudio:x:29:hermes\n";
-        (
-            users::parse_passwd(p, pw).unwrap(),
-            users::parse_group(p, gr).unwrap(),
-        )
+        (users::parse_passwd(p, pw).unwrap(), users::parse_group(p, gr).unwrap())
     }
 
     /// The identity table, after gosu's: every accepted spelling and the refusals.
@@ -201,19 +186,13 @@ mod tests {
         let (pw, gr) = table();
         let r = |s: &str| Identity::resolve_with(s, &pw, &gr);
         let hermes = r("hermes").unwrap();
-        assert_eq!(
-            (hermes.uid, hermes.gid, hermes.groups.clone()),
-            (10000, 10000, vec![10000, 29])
-        );
+        assert_eq!((hermes.uid, hermes.gid, hermes.groups.clone()), (10000, 10000, vec![10000, 29]));
         assert_eq!(hermes.home.as_deref(), Some("/opt/data"));
         assert_eq!(r("10000").unwrap(), hermes);
         let ug = r("hermes:audio").unwrap();
         assert_eq!((ug.uid, ug.gid, ug.groups), (10000, 29, vec![29]));
         let n = r("1234:5678").unwrap();
-        assert_eq!(
-            (n.uid, n.gid, n.groups, n.name),
-            (1234, 5678, vec![5678], None)
-        );
+        assert_eq!((n.uid, n.gid, n.groups, n.name), (1234, 5678, vec![5678], None));
         let bare = r("4321").unwrap();
         assert_eq!((bare.uid, bare.gid, bare.groups), (4321, 4321, vec![4321]));
         assert_eq!(r("root:0").unwrap().groups, vec![0]);
@@ -223,9 +202,6 @@ mod tests {
 
     #[test]
     fn errors_read_clearly() {
-        assert_eq!(
-            Error::UnknownUser("nosuch".into()).to_string(),
-            "unknown user 'nosuch' (not in /etc/passwd)"
-        );
+        assert_eq!(Error::UnknownUser("nosuch".into()).to_string(), "unknown user 'nosuch' (not in /etc/passwd)");
     }
 }

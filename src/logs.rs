@@ -73,13 +73,7 @@ pub fn timestamp(t: SystemTime) -> String {
     let secs = d.as_secs() as i64;
     let (y, mo, da) = civil(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}.{:09}  ",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_nanos()
-    )
+    format!("{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}.{:09}  ", s / 3600, s / 60 % 60, s % 60, d.subsec_nanos())
 }
 
 /// `%Y-%m-%dT%H:%M:%S+0000`, the boot log's format (UTC).
@@ -87,22 +81,13 @@ pub fn iso_seconds(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let (y, mo, da) = civil(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}+0000",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}+0000", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// s6's archive name: `@` + TAI64N label + `.s`.
 pub fn tai64n_name(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!(
-        "@{:016x}{:08x}.s",
-        (1u64 << 62) + d.as_secs() + 10,
-        d.subsec_nanos()
-    )
+    format!("@{:016x}{:08x}.s", (1u64 << 62) + d.as_secs() + 10, d.subsec_nanos())
 }
 
 /// `current` plus archives in one directory, rotated by rename like s6-log:
@@ -114,7 +99,9 @@ pub struct RotatingFile {
     keep: u32,
     owner: Option<(u32, u32)>,
     file: Option<File>,
+    /// Bytes in `current`, including what is still in `buf`.
     size: u64,
+    buf: Vec<u8>,
     /// Set while an error episode lasts, so it is reported once.
     failing: bool,
 }
@@ -128,6 +115,7 @@ impl RotatingFile {
             owner,
             file: None,
             size: 0,
+            buf: Vec::new(),
             failing: false,
         }
     }
@@ -173,8 +161,9 @@ impl RotatingFile {
         self.open()
     }
 
-    /// Append one line (a newline is added). Returns an error once per failure episode;
-    /// later failures in the same episode return Ok so the caller reports it only once.
+    /// Append one line (a newline is added); it reaches the file at the next `flush` or when
+    /// 64 KiB are buffered. Errors are reported once per failure episode: later failures in
+    /// the same episode return Ok so the caller reports it only once.
     pub fn write_line(&mut self, prefix: &str, line: &[u8]) -> Result<(), std::io::Error> {
         let len = (prefix.len() + line.len() + 1) as u64;
         let r = (|| {
@@ -182,17 +171,42 @@ impl RotatingFile {
                 self.open()?;
             }
             if self.size > 0 && self.size + len > self.max_bytes {
+                self.write_out()?;
                 self.rotate()?;
             }
-            let f = self.file.as_mut().expect("opened above");
-            let mut rec = Vec::with_capacity(len as usize);
-            rec.extend_from_slice(prefix.as_bytes());
-            rec.extend_from_slice(line);
-            rec.push(b'\n');
-            f.write_all(&rec)?;
+            self.buf.extend_from_slice(prefix.as_bytes());
+            self.buf.extend_from_slice(line);
+            self.buf.push(b'\n');
             self.size += len;
-            Ok(())
+            if self.buf.len() >= 64 * 1024 { self.write_out() } else { Ok(()) }
         })();
+        self.episode(r)
+    }
+
+    /// Write what is buffered.
+    pub fn flush(&mut self) -> Result<(), std::io::Error> {
+        let r = self.write_out();
+        self.episode(r)
+    }
+
+    fn write_out(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let f = match self.file.as_mut() {
+            Some(f) => f,
+            None => {
+                self.open()?;
+                self.file.as_mut().expect("opened above")
+            }
+        };
+        let r = f.write_all(&self.buf);
+        // On failure the lines are lost for the file (disk full…); the stdout copy still has them.
+        self.buf.clear();
+        r
+    }
+
+    fn episode(&mut self, r: std::io::Result<()>) -> Result<(), std::io::Error> {
         match r {
             Ok(()) => {
                 self.failing = false;
@@ -200,11 +214,8 @@ impl RotatingFile {
             }
             Err(e) => {
                 self.file = None;
-                if std::mem::replace(&mut self.failing, true) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
+                self.buf.clear();
+                if std::mem::replace(&mut self.failing, true) { Ok(()) } else { Err(e) }
             }
         }
     }
@@ -239,34 +250,17 @@ impl Sink {
         let fd = match reopened {
             Some(f) => Some(OwnedFd::from(f)),
             // Sockets (and a missing /proc): a dup, written with MSG_DONTWAIT where possible.
-            None => nix::unistd::dup(which)
-                .ok()
-                .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+            None => nix::unistd::dup(which).ok().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
         };
         if let Some(fd) = &fd {
-            let _ = nix::fcntl::fcntl(
-                fd.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
+            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
         }
-        Sink {
-            fd,
-            socket,
-            buf: VecDeque::new(),
-            cap,
-            dropped_lines: 0,
-        }
+        Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0 }
     }
 
     /// A sink that writes to a given fd (tests, benchmarks).
     pub fn from_fd(fd: OwnedFd, cap: usize) -> Sink {
-        Sink {
-            fd: Some(fd),
-            socket: false,
-            buf: VecDeque::new(),
-            cap,
-            dropped_lines: 0,
-        }
+        Sink { fd: Some(fd), socket: false, buf: VecDeque::new(), cap, dropped_lines: 0 }
     }
 
     pub fn raw_fd(&self) -> Option<i32> {
@@ -282,7 +276,8 @@ impl Sink {
         self.record(&[line, b"\n"]);
     }
 
-    /// Queue one record made of parts, all or nothing.
+    /// Queue one record made of parts, all or nothing; written by the next `flush` (or at once
+    /// when the buffer is full).
     pub fn record(&mut self, parts: &[&[u8]]) {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if self.buf.len() + len > self.cap {
@@ -295,7 +290,6 @@ impl Sink {
         for p in parts {
             self.buf.extend(p.iter());
         }
-        self.flush();
     }
 
     /// Write as much as the reader takes now.
@@ -309,12 +303,7 @@ impl Sink {
             let n = if self.socket {
                 // SAFETY: valid buffer and fd.
                 unsafe {
-                    libc::send(
-                        fd.as_raw_fd(),
-                        a.as_ptr().cast(),
-                        a.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
+                    libc::send(fd.as_raw_fd(), a.as_ptr().cast(), a.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 }
             } else {
                 // SAFETY: valid buffer and fd.
@@ -347,6 +336,7 @@ impl Write for StderrWriter {
         let mut guard = STDERR.lock().unwrap_or_else(|p| p.into_inner());
         let sink = guard.get_or_insert_with(|| Sink::open(2, 256 * 1024));
         sink.record(&[b"hermesinit: ", buf]);
+        sink.flush();
         Ok(buf.len())
     }
 
@@ -404,22 +394,13 @@ mod tests {
 
     #[test]
     fn splitter_joins_chunks_splits_long_lines_and_flushes_the_tail() {
-        assert_eq!(
-            lines(&[b"ab", b"c\nd\n\ne"]),
-            vec![b"abc".to_vec(), b"d".to_vec(), b"".to_vec(), b"e".to_vec()]
-        );
+        assert_eq!(lines(&[b"ab", b"c\nd\n\ne"]), vec![b"abc".to_vec(), b"d".to_vec(), b"".to_vec(), b"e".to_vec()]);
         let long = vec![b'x'; MAX_LINE * 2 + 5];
         let got = lines(&[&long, b"\n"]);
-        assert_eq!(
-            got.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![MAX_LINE, MAX_LINE, 5]
-        );
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
         let mut one = long.clone();
         one.push(b'\n');
-        assert_eq!(
-            lines(&[&one]).iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![MAX_LINE, MAX_LINE, 5]
-        );
+        assert_eq!(lines(&[&one]).iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
     }
 
     #[test]
@@ -427,14 +408,8 @@ mod tests {
         let t = UNIX_EPOCH + Duration::new(1_795_423_113, 876_905_781);
         assert_eq!(timestamp(t), "2026-11-23 08:38:33.876905781  ");
         assert_eq!(iso_seconds(t), "2026-11-23T08:38:33+0000");
-        assert_eq!(
-            timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29 00:00:00.000000000  "
-        );
-        assert_eq!(
-            tai64n_name(UNIX_EPOCH + Duration::new(1, 2)),
-            "@400000000000000b00000002.s"
-        );
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00.000000000  ");
+        assert_eq!(tai64n_name(UNIX_EPOCH + Duration::new(1, 2)), "@400000000000000b00000002.s");
     }
 
     #[test]
@@ -443,14 +418,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut f = RotatingFile::new(dir.clone(), 100, 3, None);
         for i in 0..40 {
-            f.write_line("", format!("line {i:03} ........").as_bytes())
-                .unwrap();
+            f.write_line("", format!("line {i:03} ........").as_bytes()).unwrap();
+            f.flush().unwrap();
             std::thread::sleep(Duration::from_micros(50));
         }
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names.len(), 4, "{names:?}");
         assert_eq!(names[3], "current");
@@ -465,15 +438,12 @@ mod tests {
     #[test]
     fn sink_drops_whole_lines_when_the_reader_stalls() {
         let (r, w) = nix::unistd::pipe().unwrap();
-        nix::fcntl::fcntl(
-            w.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
+        nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
         let mut s = Sink::from_fd(w, 1000);
         let line = [b'a'; 99];
         for _ in 0..2000 {
             s.line(&line); // 200 kB into a 64 kB pipe that nobody reads: must not block
+            s.flush();
         }
         assert!(s.dropped_lines > 0);
         assert!(s.pending());

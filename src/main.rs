@@ -23,10 +23,7 @@ const USAGE: i32 = 64;
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args.first().cloned().unwrap_or_default();
-    let mut name = Path::new(&argv0)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let mut name = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     args.remove(0);
     if name == "hermesinit" {
         let Some(first) = args.first().map(|a| a.to_string_lossy().into_owned()) else {

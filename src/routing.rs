@@ -13,10 +13,7 @@ pub const COMMAND_DIR: &str = "/command";
 
 /// C-TRUE: exactly these spellings are true; everything else (including unset) is false.
 pub fn truthy(v: Option<&str>) -> bool {
-    matches!(
-        v,
-        Some("1" | "true" | "TRUE" | "True" | "yes" | "YES" | "Yes")
-    )
+    matches!(v, Some("1" | "true" | "TRUE" | "True" | "yes" | "YES" | "Yes"))
 }
 
 pub fn env_truthy(name: &str) -> bool {
@@ -57,13 +54,7 @@ pub fn which(name: &str, path_var: &str) -> Option<PathBuf> {
     }
     path_var
         .split(':')
-        .map(|d| {
-            if d.is_empty() {
-                Path::new(".")
-            } else {
-                Path::new(d)
-            }
-        })
+        .map(|d| if d.is_empty() { Path::new(".") } else { Path::new(d) })
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
@@ -75,8 +66,7 @@ fn is_executable(p: &Path) -> bool {
 /// PATH with `/command` appended when it is missing (C-IMG-4).
 pub fn path_with_command(path_var: Option<&OsStr>) -> String {
     let base = path_var.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
-    let base = base
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let base = base.unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     if base.split(':').any(|d| d == COMMAND_DIR) {
         base
     } else if base.is_empty() {
@@ -108,9 +98,7 @@ mod tests {
         for t in ["1", "true", "TRUE", "True", "yes", "YES", "Yes"] {
             assert!(truthy(Some(t)), "{t}");
         }
-        for f in [
-            "0", "false", "no", "", "garbage", "2", "tRue", " 1", "on", "y",
-        ] {
+        for f in ["0", "false", "no", "", "garbage", "2", "tRue", " 1", "on", "y"] {
             assert!(!truthy(Some(f)), "{f:?}");
         }
         assert!(!truthy(None));
@@ -127,10 +115,7 @@ mod tests {
         let cases: &[(&[&str], &[&str])] = &[
             (&[], &[h]),                         // C-MAIN-1
             (&["--version"], &[h, "--version"]), // C-MAIN-2
-            (
-                &["-p", "coder", "gateway", "run"],
-                &[h, "-p", "coder", "gateway", "run"],
-            ),
+            (&["-p", "coder", "gateway", "run"], &[h, "-p", "coder", "gateway", "run"]),
             (&["mcp", "--help"], &[h, "mcp", "--help"]), // C-MAIN-3
             (&["login"], &[h, "login"]),
             (&["sh", "-c", "exit 42"], &["/usr/bin/sh", "-c", "exit 42"]), // C-MAIN-4
@@ -147,10 +132,7 @@ mod tests {
     #[test]
     fn command_dir_is_appended_once() {
         assert_eq!(path_with_command(Some(OsStr::new("/bin"))), "/bin:/command");
-        assert_eq!(
-            path_with_command(Some(OsStr::new("/command:/bin"))),
-            "/command:/bin"
-        );
+        assert_eq!(path_with_command(Some(OsStr::new("/command:/bin"))), "/command:/bin");
     }
 
     #[test]
@@ -159,13 +141,7 @@ mod tests {
         for code in 0..=255 {
             assert_eq!(exit_code(WaitStatus::Exited(p, code)), Some(code));
         }
-        assert_eq!(
-            exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, false)),
-            Some(143)
-        );
-        assert_eq!(
-            exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, true)),
-            Some(137)
-        );
+        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, false)), Some(143));
+        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, true)), Some(137));
     }
 }

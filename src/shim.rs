@@ -34,8 +34,7 @@ pub fn main_with(real: &str, args: Vec<std::ffi::OsString>) -> i32 {
             eprintln!("hermes: cannot drop root to the {user} user ({e}); {REMEDY}");
             return 126;
         }
-        let home =
-            std::env::var("HERMES_HOME").unwrap_or_else(|_| routing::HERMES_HOME_DEFAULT.into());
+        let home = std::env::var("HERMES_HOME").unwrap_or_else(|_| routing::HERMES_HOME_DEFAULT.into());
         // SAFETY: single-threaded at this point.
         unsafe {
             std::env::set_var("HOME", &home);

@@ -43,26 +43,11 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-const STEPS: [&str; 7] = [
-    "setsid",
-    "setpgid",
-    "tcsetpgrp",
-    "dup2",
-    "chdir",
-    "switch identity",
-    "execve",
-];
+const STEPS: [&str; 7] = ["setsid", "setpgid", "tcsetpgrp", "dup2", "chdir", "switch identity", "execve"];
 
 fn cstr(s: impl AsRef<[u8]>) -> CString {
     // Interior NULs cannot come from argv or the environment; strip them defensively.
-    CString::new(
-        s.as_ref()
-            .iter()
-            .copied()
-            .filter(|&b| b != 0)
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap_or_default()
+    CString::new(s.as_ref().iter().copied().filter(|&b| b != 0).collect::<Vec<u8>>()).unwrap_or_default()
 }
 
 impl Command {
@@ -78,10 +63,7 @@ impl Command {
     }
 
     /// Replace the whole environment.
-    pub fn env<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-        &mut self,
-        vars: impl IntoIterator<Item = (K, V)>,
-    ) -> &mut Self {
+    pub fn env<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, vars: impl IntoIterator<Item = (K, V)>) -> &mut Self {
         self.env = vars
             .into_iter()
             .map(|(k, v)| {
@@ -100,53 +82,24 @@ impl Command {
     }
 
     pub fn spawn(&self) -> Result<Pid, Error> {
-        let argv: Vec<*const libc::c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = self
-            .env
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv: Vec<*const libc::c_char> =
+            self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let envp: Vec<*const libc::c_char> =
+            self.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         if self.argv.is_empty() {
-            return Err(Error {
-                step: "execve",
-                errno: nix::Error::EINVAL,
-            });
+            return Err(Error { step: "execve", errno: nix::Error::EINVAL });
         }
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error {
-            step: "pipe",
-            errno: e,
-        })?;
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error { step: "pipe", errno: e })?;
         // SAFETY: PID 1 is single-threaded; the child only makes async-signal-safe calls.
-        match unsafe { nix::unistd::fork() }.map_err(|e| Error {
-            step: "fork",
-            errno: e,
-        })? {
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error { step: "fork", errno: e })? {
             ForkResult::Child => {
                 let (step, errno) = self.child_steps(&argv, &envp);
-                let msg = [
-                    step as u8,
-                    0,
-                    0,
-                    0,
-                    errno as u8,
-                    (errno >> 8) as u8,
-                    (errno >> 16) as u8,
-                    0,
-                ];
+                let msg = [step as u8, 0, 0, 0, errno as u8, (errno >> 8) as u8, (errno >> 16) as u8, 0];
                 // SAFETY: write/_exit are async-signal-safe.
                 unsafe {
                     libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-                    libc::_exit(if step == 6 && errno == libc::ENOENT {
-                        127
-                    } else {
-                        126
-                    });
+                    libc::_exit(if step == 6 && errno == libc::ENOENT { 127 } else { 126 });
                 }
             }
             ForkResult::Parent { child } => {
@@ -159,13 +112,9 @@ impl Command {
                     }
                 };
                 if n == msg.len() {
-                    let errno =
-                        i32::from(msg[4]) | i32::from(msg[5]) << 8 | i32::from(msg[6]) << 16;
+                    let errno = i32::from(msg[4]) | i32::from(msg[5]) << 8 | i32::from(msg[6]) << 16;
                     let step = STEPS.get(msg[0] as usize).copied().unwrap_or("exec");
-                    return Err(Error {
-                        step,
-                        errno: nix::Error::from_raw(errno),
-                    });
+                    return Err(Error { step, errno: nix::Error::from_raw(errno) });
                 }
                 Ok(child)
             }
@@ -173,11 +122,7 @@ impl Command {
     }
 
     /// Runs in the child. Returns only on failure: (step index, errno).
-    fn child_steps(
-        &self,
-        argv: &[*const libc::c_char],
-        envp: &[*const libc::c_char],
-    ) -> (usize, i32) {
+    fn child_steps(&self, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> (usize, i32) {
         let errno = || nix::Error::last() as i32;
         // SAFETY: every call below is async-signal-safe and gets valid pointers.
         unsafe {
@@ -207,13 +152,7 @@ impl Command {
                 }
             }
             // Nothing beyond 0-2 survives exec: mark the rest close-on-exec.
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
                 for fd in 3..4096 {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }

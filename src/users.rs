@@ -24,11 +24,7 @@ pub struct Group {
 #[derive(Debug)]
 pub enum Error {
     Io(PathBuf, std::io::Error),
-    Malformed {
-        path: PathBuf,
-        line: usize,
-        why: &'static str,
-    },
+    Malformed { path: PathBuf, line: usize, why: &'static str },
 }
 
 impl fmt::Display for Error {
@@ -45,9 +41,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| Error::Io(path.to_path_buf(), e))
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 /// Lines worth parsing, with their 1-based numbers: blank lines, comments and NIS `+`/`-`
@@ -62,11 +56,7 @@ fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
 pub fn parse_passwd(path: &Path, text: &str) -> Result<Vec<User>, Error> {
     entries(text)
         .map(|(line, l)| {
-            let bad = |why| Error::Malformed {
-                path: path.to_path_buf(),
-                line,
-                why,
-            };
+            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 7 {
                 return Err(bad("expected 7 ':'-separated fields"));
@@ -84,11 +74,7 @@ pub fn parse_passwd(path: &Path, text: &str) -> Result<Vec<User>, Error> {
 pub fn parse_group(path: &Path, text: &str) -> Result<Vec<Group>, Error> {
     entries(text)
         .map(|(line, l)| {
-            let bad = |why| Error::Malformed {
-                path: path.to_path_buf(),
-                line,
-                why,
-            };
+            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 4 {
                 return Err(bad("expected 4 ':'-separated fields"));
@@ -96,11 +82,7 @@ pub fn parse_group(path: &Path, text: &str) -> Result<Vec<Group>, Error> {
             Ok(Group {
                 name: f[0].to_string(),
                 gid: f[2].parse().map_err(|_| bad("gid is not a number"))?,
-                members: f[3]
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
             })
         })
         .collect()
@@ -143,41 +125,24 @@ pub fn supplementary_gids(groups: &[Group], user: &str, primary: u32) -> Vec<u32
 mod tests {
     use super::*;
 
-    const PW: &str =
-        "root:x:0:0:root:/root:/bin/bash\n\n# comment\nhermes:x:10000:10000::/opt/data:/bin/sh\n";
+    const PW: &str = "root:x:0:0:root:/root:/bin/bash\n\n# comment\nhermes:x:10000:10000::/opt/data:/bin/sh\n";
     const GR: &str = "root:x:0:\nhermes:x:10000:\naudio:x:29:hermes,bob\nvideo:x:44:bob\n";
 
     #[test]
     fn passwd_entries_parse_and_skip_comments() {
         let u = parse_passwd(Path::new("/etc/passwd"), PW).unwrap();
         assert_eq!(u.len(), 2);
-        assert_eq!(
-            u[1],
-            User {
-                name: "hermes".into(),
-                uid: 10000,
-                gid: 10000,
-                home: "/opt/data".into()
-            }
-        );
+        assert_eq!(u[1], User { name: "hermes".into(), uid: 10000, gid: 10000, home: "/opt/data".into() });
     }
 
     #[test]
     fn malformed_passwd_line_names_file_and_line() {
-        let e = parse_passwd(
-            Path::new("/x/passwd"),
-            "root:x:0:0:r:/root:/bin/sh\nbad:x:zz:0::/:/bin/sh\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(e, "/x/passwd:2: malformed entry: uid is not a number");
-        let e = parse_group(Path::new("/x/group"), "a:x:1:\nshort:x\n")
+        let e = parse_passwd(Path::new("/x/passwd"), "root:x:0:0:r:/root:/bin/sh\nbad:x:zz:0::/:/bin/sh\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            e,
-            "/x/group:2: malformed entry: expected 4 ':'-separated fields"
-        );
+        assert_eq!(e, "/x/passwd:2: malformed entry: uid is not a number");
+        let e = parse_group(Path::new("/x/group"), "a:x:1:\nshort:x\n").unwrap_err().to_string();
+        assert_eq!(e, "/x/group:2: malformed entry: expected 4 ':'-separated fields");
     }
 
     #[test]

@@ -146,11 +146,7 @@ impl Machine {
 
     /// The first actions for a new service: start it when it is wanted up.
     pub fn start(&mut self) -> Vec<Action> {
-        if self.wanted_up && self.state == State::Down {
-            vec![Action::Spawn]
-        } else {
-            Vec::new()
-        }
+        if self.wanted_up && self.state == State::Down { vec![Action::Spawn] } else { Vec::new() }
     }
 
     /// The next moment `Tick` has something to do.
@@ -268,10 +264,7 @@ impl Machine {
         };
         self.state = State::Stopping { pid };
         self.kill_at = Some(now + self.policy.stop_timeout);
-        vec![
-            Action::Kill(Target::Service, SIGTERM),
-            Action::Kill(Target::Service, SIGCONT),
-        ]
+        vec![Action::Kill(Target::Service, SIGTERM), Action::Kill(Target::Service, SIGCONT)]
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
@@ -326,10 +319,7 @@ impl Machine {
         if !self.wanted_up {
             return Vec::new();
         }
-        let ran = self
-            .up_since
-            .map(|t| now.saturating_duration_since(t))
-            .unwrap_or_default();
+        let ran = self.up_since.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         if ran >= Duration::from_millis(self.policy.backoff.reset_after_ms) {
             self.failures = 0;
         }
@@ -367,12 +357,7 @@ mod tests {
             has_finish: finish,
             stop_timeout: Duration::from_secs(5),
             finish_timeout: Duration::from_secs(5),
-            backoff: Backoff {
-                first_ms: 0,
-                base_ms: 500,
-                max_ms: 4000,
-                reset_after_ms: 10_000,
-            },
+            backoff: Backoff { first_ms: 0, base_ms: 500, max_ms: 4000, reset_after_ms: 10_000 },
         }
     }
 
@@ -385,9 +370,7 @@ mod tests {
     #[test]
     fn backoff_grows_to_the_cap() {
         let b = policy(false).backoff;
-        let d: Vec<u64> = (1..=7)
-            .map(|n| backoff_delay(&b, n).as_millis() as u64)
-            .collect();
+        let d: Vec<u64> = (1..=7).map(|n| backoff_delay(&b, n).as_millis() as u64).collect();
         assert_eq!(d, vec![0, 500, 1000, 2000, 4000, 4000, 4000]);
         assert_eq!(backoff_delay(&b, 200).as_millis(), 4000);
     }
@@ -398,36 +381,19 @@ mod tests {
         let mut m = Machine::new(policy(false), true, t0);
         up(&mut m, 10, t0);
         // first crash: immediate restart
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Code(1)), t0),
-            vec![Action::Spawn]
-        );
+        assert_eq!(m.handle(Event::Exited(Exit::Code(1)), t0), vec![Action::Spawn]);
         m.spawned(Some(11), t0);
         // second crash: backoff 500 ms
         assert!(m.handle(Event::Exited(Exit::Signal(9)), t0).is_empty());
-        assert_eq!(
-            m.state,
-            State::Backoff {
-                until: t0 + Duration::from_millis(500)
-            }
-        );
+        assert_eq!(m.state, State::Backoff { until: t0 + Duration::from_millis(500) });
         assert_eq!(m.deadline(), Some(t0 + Duration::from_millis(500)));
-        assert!(
-            m.handle(Event::Tick, t0 + Duration::from_millis(499))
-                .is_empty()
-        );
-        assert_eq!(
-            m.handle(Event::Tick, t0 + Duration::from_millis(500)),
-            vec![Action::Spawn]
-        );
+        assert!(m.handle(Event::Tick, t0 + Duration::from_millis(499)).is_empty());
+        assert_eq!(m.handle(Event::Tick, t0 + Duration::from_millis(500)), vec![Action::Spawn]);
         let t1 = t0 + Duration::from_millis(500);
         m.spawned(Some(12), t1);
         // a long stable run resets the counter: next crash restarts at once
         let t2 = t1 + Duration::from_secs(11);
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Code(2)), t2),
-            vec![Action::Spawn]
-        );
+        assert_eq!(m.handle(Event::Exited(Exit::Code(2)), t2), vec![Action::Spawn]);
         assert_eq!(m.failures, 1);
         assert_eq!(m.restarts, 3);
     }
@@ -450,19 +416,10 @@ mod tests {
         let mut m = Machine::new(policy(false), true, t);
         up(&mut m, 7, t);
         let a = m.handle(Event::Down, t);
-        assert_eq!(
-            a,
-            vec![
-                Action::Kill(Target::Service, 15),
-                Action::Kill(Target::Service, 18)
-            ]
-        );
+        assert_eq!(a, vec![Action::Kill(Target::Service, 15), Action::Kill(Target::Service, 18)]);
         assert_eq!(m.state, State::Stopping { pid: 7 });
         assert!(m.handle(Event::Tick, t + Duration::from_secs(4)).is_empty());
-        assert_eq!(
-            m.handle(Event::Tick, t + Duration::from_secs(5)),
-            vec![Action::Kill(Target::Service, 9)]
-        );
+        assert_eq!(m.handle(Event::Tick, t + Duration::from_secs(5)), vec![Action::Kill(Target::Service, 9)]);
         assert!(m.handle(Event::Exited(Exit::Signal(9)), t).is_empty());
         assert_eq!(m.state, State::Down);
         assert!(!m.wanted_up);
@@ -473,22 +430,12 @@ mod tests {
         let t = Instant::now();
         let mut m = Machine::new(policy(false), true, t);
         up(&mut m, 7, t);
-        assert_eq!(
-            m.handle(Event::Signal(15), t),
-            vec![Action::Kill(Target::Service, 15)]
-        );
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Code(0)), t),
-            vec![Action::Spawn],
-            "exit 0 after -t restarts"
-        );
+        assert_eq!(m.handle(Event::Signal(15), t), vec![Action::Kill(Target::Service, 15)]);
+        assert_eq!(m.handle(Event::Exited(Exit::Code(0)), t), vec![Action::Spawn], "exit 0 after -t restarts");
         m.spawned(Some(8), t);
         assert_eq!(m.failures, 0);
         assert_eq!(m.handle(Event::Restart, t).len(), 2);
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Code(1)), t),
-            vec![Action::Spawn]
-        );
+        assert_eq!(m.handle(Event::Exited(Exit::Code(1)), t), vec![Action::Spawn]);
         assert_eq!(m.failures, 0);
     }
 
@@ -497,27 +444,12 @@ mod tests {
         let t = Instant::now();
         let mut m = Machine::new(policy(true), true, t);
         up(&mut m, 3, t);
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Signal(9)), t),
-            vec![Action::SpawnFinish {
-                code: 256,
-                signal: 9
-            }]
-        );
+        assert_eq!(m.handle(Event::Exited(Exit::Signal(9)), t), vec![Action::SpawnFinish { code: 256, signal: 9 }]);
         assert!(m.finish_spawned(Some(4), t).is_empty());
         assert_eq!(m.state, State::Finishing { pid: 4 });
-        assert_eq!(
-            m.handle(Event::FinishResult(Exit::Code(0)), t),
-            vec![Action::Spawn]
-        );
+        assert_eq!(m.handle(Event::FinishResult(Exit::Code(0)), t), vec![Action::Spawn]);
         m.spawned(Some(5), t);
-        assert_eq!(
-            m.handle(Event::Exited(Exit::Code(78)), t),
-            vec![Action::SpawnFinish {
-                code: 78,
-                signal: 0
-            }]
-        );
+        assert_eq!(m.handle(Event::Exited(Exit::Code(78)), t), vec![Action::SpawnFinish { code: 78, signal: 0 }]);
         m.finish_spawned(Some(6), t);
         assert!(m.handle(Event::FinishResult(Exit::Code(125)), t).is_empty());
         assert_eq!((m.state, m.wanted_up), (State::Down, false));
@@ -534,11 +466,7 @@ mod tests {
         assert_eq!(m.state, State::Down);
         let mut m = Machine::new(policy(false), true, t);
         m.start();
-        assert_eq!(
-            m.spawned(None, t),
-            vec![Action::Spawn],
-            "first failure retries at once"
-        );
+        assert_eq!(m.spawned(None, t), vec![Action::Spawn], "first failure retries at once");
         assert!(m.spawned(None, t).is_empty());
         assert!(matches!(m.state, State::Backoff { .. }));
         assert_eq!(m.last_exit, Some(Exit::Code(111)));

@@ -11,12 +11,7 @@ pub enum Kind {
     /// `hermesinit.yaml`: argv, user, env, cwd, log settings; no shell involved.
     Native(ServiceSpec),
     /// s6 format: `./run` (+ `finish`, `log/run`), run as the owner of `run`.
-    S6 {
-        run_uid: u32,
-        run_gid: u32,
-        finish: bool,
-        logger: bool,
-    },
+    S6 { run_uid: u32, run_gid: u32, finish: bool, logger: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,26 +31,20 @@ pub enum LoadError {
 }
 
 fn executable(p: &Path) -> Option<std::fs::Metadata> {
-    std::fs::metadata(p)
-        .ok()
-        .filter(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(p).ok().filter(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 impl ServiceDir {
     pub fn load(scan_dir: &Path, name: &str) -> Result<ServiceDir, LoadError> {
         let path = scan_dir.join(name);
         // Never follow a symlinked slot out of the scan directory.
-        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-            || !config::valid_service_name(name)
-        {
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) || !config::valid_service_name(name) {
             return Err(LoadError::NotAService);
         }
         let down_file = path.join("down").exists();
         let spec_path = path.join(SPEC_FILE);
         let kind = match std::fs::read_to_string(&spec_path) {
-            Ok(text) => {
-                Kind::Native(ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?)
-            }
+            Ok(text) => Kind::Native(ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?),
             Err(_) => {
                 let run = executable(&path.join("run")).ok_or(LoadError::NotAService)?;
                 Kind::S6 {
@@ -66,12 +55,7 @@ impl ServiceDir {
                 }
             }
         };
-        Ok(ServiceDir {
-            name: name.to_string(),
-            path,
-            kind,
-            down_file,
-        })
+        Ok(ServiceDir { name: name.to_string(), path, kind, down_file })
     }
 }
 
@@ -86,10 +70,7 @@ pub fn publish(
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<PathBuf> {
     if !config::valid_service_name(name) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("invalid service name '{name}'"),
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid service name '{name}'")));
     }
     let live = scan_dir.join(name);
     let tmp = scan_dir.join(format!(".{name}.tmp"));
@@ -124,11 +105,7 @@ pub fn remove_stale_staging(scan_dir: &Path) -> usize {
         return 0;
     };
     rd.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with('.') && n.contains(".tmp"))
-        })
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with('.') && n.contains(".tmp")))
         .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
         .count()
 }
@@ -138,10 +115,8 @@ pub fn list(scan_dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(scan_dir) else {
         return Vec::new();
     };
-    let mut v: Vec<String> = rd
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| config::valid_service_name(n))
-        .collect();
+    let mut v: Vec<String> =
+        rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| config::valid_service_name(n)).collect();
     v.sort();
     v
 }
@@ -156,10 +131,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&scan);
         std::fs::create_dir_all(scan.join(".gateway-x.tmp")).unwrap();
         assert_eq!(remove_stale_staging(&scan), 1);
-        let spec = ServiceSpec {
-            command: vec!["/bin/sleep".into(), "9".into()],
-            ..Default::default()
-        };
+        let spec = ServiceSpec { command: vec!["/bin/sleep".into(), "9".into()], ..Default::default() };
         publish(&scan, "gateway-a", &spec, true, None).unwrap();
         let d = ServiceDir::load(&scan, "gateway-a").unwrap();
         assert!(d.down_file);
@@ -172,19 +144,9 @@ mod tests {
         std::fs::create_dir_all(s6.join("log")).unwrap();
         std::fs::write(s6.join("run"), "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(s6.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(matches!(
-            ServiceDir::load(&scan, "svc").unwrap().kind,
-            Kind::S6 {
-                finish: false,
-                logger: false,
-                ..
-            }
-        ));
+        assert!(matches!(ServiceDir::load(&scan, "svc").unwrap().kind, Kind::S6 { finish: false, logger: false, .. }));
         std::fs::create_dir_all(scan.join("empty")).unwrap();
-        assert!(matches!(
-            ServiceDir::load(&scan, "empty"),
-            Err(LoadError::NotAService)
-        ));
+        assert!(matches!(ServiceDir::load(&scan, "empty"), Err(LoadError::NotAService)));
         std::fs::create_dir_all(scan.join(".hidden")).unwrap();
         assert_eq!(list(&scan), vec!["empty", "gateway-a", "svc"]);
         assert!(publish(&scan, "../evil", &spec, false, None).is_err());
