@@ -5,6 +5,7 @@ pub mod boot;
 pub mod config;
 pub mod control;
 pub mod creds;
+pub mod envdir;
 pub mod init;
 pub mod logs;
 pub mod routing;
