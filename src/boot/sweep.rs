@@ -4,8 +4,10 @@
 //! ([`SUBTREES`], recursively) and the top-level state files ([`TOP_FILES`], [`TOP_PREFIXES`]).
 //! Rules:
 //! - only entries whose uid or gid is wrong are changed (`fchownat(AT_SYMLINK_NOFOLLOW)`);
-//! - a symlink is never followed nor changed: one at a listed path (say a symlinked
-//!   `auth.json`), or a non-hermes-owned one inside a subtree, gets a `refusing` warning;
+//! - a symlink is never followed: one at a listed path (say a symlinked `auth.json`, or a
+//!   symlinked `skills/`) is left alone with a `refusing` warning naming it; one inside a
+//!   subtree is an ordinary entry whose own owner is fixed (`lchown`, which cannot reach the
+//!   target), so a remap leaves no stale owners and no warning noise at every boot;
 //! - another mount inside the tree (a bind mount, a second volume, a bind-mounted file) is never
 //!   entered nor changed: its owner belongs to the host;
 //! - the walk is fd-relative (`openat(O_NOFOLLOW)` + `statx`), so a directory swapped for a
@@ -74,9 +76,9 @@ pub struct Counts {
     pub changed: u64,
     /// Entries with a wrong owner (changed or not).
     pub wrong: u64,
-    /// Symlinks refused (at a listed path, or not hermes-owned).
+    /// Symlinks refused: at a listed path, or a directory swapped for one mid-walk.
     pub refused: u64,
-    /// hermes-owned symlinks seen and left alone.
+    /// Symlinks inside subtrees (never followed).
     pub symlinks: u64,
     pub mounts: u64,
     pub failed: u64,
@@ -86,8 +88,8 @@ pub struct Counts {
 impl Counts {
     pub fn summary(&self) -> String {
         format!(
-            "scanned {} entries, changed {}, refused {} symlinks (left {} hermes-owned symlinks alone), \
-             skipped {} other mounts, {} failures, {} too deep",
+            "scanned {} entries, changed {}, refused {} symlinks at listed paths, {} symlinks inside \
+             (not followed), skipped {} other mounts, {} failures, {} too deep",
             self.scanned, self.changed, self.refused, self.symlinks, self.mounts, self.failed, self.too_deep
         )
     }
@@ -215,13 +217,14 @@ impl Sweeper {
         };
         self.c.scanned += 1;
         if st.is_symlink() {
-            let listed = how != Visit::Inner;
-            if listed || !st.owned_by(self.uid, self.gid) {
-                self.refuse(&path(), listed);
-            } else {
-                self.c.symlinks += 1;
+            if how != Visit::Inner {
+                // A listed path that is a symlink (a symlinked auth.json): left alone entirely.
+                self.refuse(&path(), true);
+                return;
             }
-            return;
+            // Inside a subtree a symlink is never followed; the link itself is re-owned if
+            // wrong (lchown cannot reach its target), so a remap leaves no stale owners.
+            self.c.symlinks += 1;
         }
         if st.other_mount_than(&self.root) {
             self.c.mounts += 1;
@@ -244,7 +247,7 @@ impl Sweeper {
             self.fix_mode(dir, name, &st, &path());
             return;
         }
-        if !st.is_dir() || how == Visit::DirOnly {
+        if !st.is_dir() || st.is_symlink() || how == Visit::DirOnly {
             return;
         }
         if depth >= MAX_DEPTH {
@@ -365,15 +368,16 @@ mod tests {
         ] {
             assert_eq!(owner(&home.join(p)), H, "{p}");
         }
-        for p in ["notes.txt", "platforms/other.json", "host-bind", "gateway_state.json", "skills/a/escape"] {
+        assert_eq!(owner(&home.join("skills/a/escape")), H, "the link itself is re-owned");
+        for p in ["notes.txt", "platforms/other.json", "host-bind", "gateway_state.json"] {
             assert_eq!(owner(&home.join(p)), (0, 0), "{p} must not be touched");
         }
         assert_eq!(owner(&outside), (0, 0));
         assert_eq!(owner(&outside.join("secret")), (0, 0));
         let mode = |p: &str| std::fs::metadata(home.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(".env"), mode("config.yaml")), (0o600, 0o644));
-        // Two refusals: gateway_state.json (listed) and the root-owned escape link.
-        assert_eq!((c.refused, c.mounts, c.failed, c.too_deep), (2, 0, 0, 0), "{c:?}");
+        // One refusal: the listed gateway_state.json; the link inside skills is not followed.
+        assert_eq!((c.refused, c.symlinks, c.mounts, c.failed, c.too_deep), (1, 1, 0, 0, 0), "{c:?}");
         assert_eq!(c.changed, c.wrong + 2, "owner changes plus two mode fixes: {c:?}");
         let again = sweep(&home, H.0, H.1, true).unwrap();
         assert_eq!((again.changed, again.wrong, again.scanned), (0, 0, c.scanned), "{again:?}");
