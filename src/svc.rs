@@ -122,13 +122,17 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("hermesinit svc: timed out");
         return 99;
     }
-    match show {
-        Show::Table => print!("{}", table(&resp)),
-        Show::Json => println!("{}", serde_json::to_string_pretty(&resp).unwrap_or_default()),
-        Show::Names => resp.services.iter().for_each(|s| println!("{}", s.name)),
-        Show::Nothing => {}
+    let text = match show {
+        Show::Table => table(&resp),
+        Show::Json => serde_json::to_string_pretty(&resp).unwrap_or_default() + "\n",
+        Show::Names => resp.services.iter().map(|s| s.name.clone() + "\n").collect(),
+        Show::Nothing => String::new(),
+    };
+    // A closed or broken stdout is the reader's business, not a reason to panic.
+    match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 111,
     }
-    0
 }
 
 fn since(s: &ServiceStatus) -> u64 {

@@ -64,7 +64,7 @@ impl Root {
     fn setup(&self, pre: &str) -> String {
         let d = self.dir.display();
         format!(
-            "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/fake; \
+            "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/service; chown 10000:10000 /run/service; \
              mount --bind {d}/passwd /etc/passwd; mount --bind {d}/group /etc/group; \
              mount --bind {d}/opt /opt; chown -R 10000:10000 /opt/data; {pre} set +e; "
         )
