@@ -108,7 +108,7 @@ fn c_init_4_signals_are_forwarded_to_the_main_programs_whole_group() {
     let root = Root::new("fwd");
     let script = "trap 'echo parent-got-usr1' USR1; \
         sh -c 'trap \"echo child-got-usr1; exit 0\" USR1; echo ready >> /opt/data/marks; while :; do sleep 0.05; done' & c=$!; \
-        wait $c; echo child-done; trap 'echo parent-got-hup; exit 0' HUP; echo hup-ready >> /opt/data/marks; \
+        wait $c; wait $c; echo child-done; trap 'echo parent-got-hup; exit 0' HUP; echo hup-ready >> /opt/data/marks; \
         while :; do sleep 0.05; done";
     let run = root.spawn_init(&["sh", "-c", script], &[]);
     wait_for(&root, "ready");
