@@ -121,7 +121,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let uid = creds::current_uid();
-    let hermes = Identity::resolve(&cfg.user).ok();
+    if let Err(e) = crate::users::groups() {
+        warn!("{e}; supplementary groups will not be set");
+    }
+    let hermes = match Identity::resolve(&cfg.user) {
+        Ok(h) => Some(h),
+        // As root we must be able to drop: never run the main program as root by accident.
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user: {e}", cfg.user);
+            return 1;
+        }
+        Err(_) => None,
+    };
     // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
     if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
         eprintln!(
@@ -154,7 +165,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return if f.code == 0 { 1 } else { f.code };
     }
     // Users may have changed ids during boot: resolve again.
-    let hermes = Identity::resolve(&cfg.user).ok();
+    let hermes = match Identity::resolve(&cfg.user) {
+        Ok(h) => Some(h),
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user after boot: {e}", cfg.user);
+            return 1;
+        }
+        Err(_) => None,
+    };
     let base_env = child_env(&cfg);
     let inotify = watch(&cfg.scan_dir);
     let mut init = Init {
