@@ -72,7 +72,7 @@ pub enum Exit {
 /// Run one hook to completion.
 pub fn run_one(path: &Path, env: &[(OsString, OsString)]) -> Result<Exit, StepErr> {
     let mut cmd = Command::new(&[path.as_os_str().as_bytes()]);
-    cmd.env(env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    cmd.env(env.iter().map(|(k, v)| (k, v)));
     cmd.group = Group::Own { tty: None };
     let pid = cmd.spawn().map_err(|e| StepErr {
         code: if e.errno == nix::Error::ENOENT { 127 } else { 126 },

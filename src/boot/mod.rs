@@ -246,13 +246,12 @@ impl Env {
     }
 }
 
-/// The hermes user's ids and home as `/etc/passwd` has them.
+/// The hermes user's ids as `/etc/passwd` has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hermes {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
-    pub home: PathBuf,
 }
 
 impl Hermes {
@@ -262,8 +261,7 @@ impl Hermes {
             .into_iter()
             .find(|u| u.name == user)
             .ok_or_else(|| format!("no user '{user}' in {}", passwd.display()))?;
-        let home = if u.home.starts_with('/') { u.home } else { crate::routing::HERMES_HOME_DEFAULT.to_string() };
-        Ok(Hermes { name: u.name, uid: u.id, gid: u.gid.unwrap_or(u.id), home: home.into() })
+        Ok(Hermes { name: u.name, uid: u.id, gid: u.gid.unwrap_or(u.id) })
     }
 }
 
@@ -428,7 +426,7 @@ impl Boot<'_> {
             scan_dir: &self.config.scan_dir,
             logs: &self.config.logs,
             user: self.root.then_some(self.hermes.name.as_str()),
-            home_env: &self.hermes.home,
+            home_env: self.home(),
             owner: self.owner(),
             multiplex: state::py_truthy(self.env.get("GATEWAY_MULTIPLEX_PROFILES")),
             legacy_migrated: self.legacy_migrated,
@@ -451,7 +449,7 @@ impl Boot<'_> {
         let spec = reconcile::dashboard_spec(
             |k| self.env.get(k).map(str::to_string),
             self.home(),
-            &self.hermes.home,
+            self.home(),
             self.root.then_some(self.hermes.name.as_str()),
         );
         let what = format!("publishing the dashboard slot in {}", self.config.scan_dir.display());

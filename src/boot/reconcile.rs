@@ -62,9 +62,11 @@ fn venv() -> &'static str {
     HERMES_REAL.strip_suffix("/bin/hermes").unwrap_or("/opt/hermes/.venv")
 }
 
-/// C-SVC-2: `hermes [-p <profile>] gateway run --replace` as hermes, `HOME` = the hermes user's
-/// home (`/opt/data`), cwd `HERMES_HOME`, the supervised-child markers, logs to stdout and to
-/// `$HERMES_HOME/logs/gateways/<profile>/current`; exits 0 and 78 stay down (C-SVC-3).
+/// C-SVC-2: `hermes [-p <profile>] gateway run --replace` as hermes, `HOME` = `home_env` (init
+/// passes `HERMES_HOME`, as for the main program; upstream's run script hard-coded
+/// `/opt/data`, the same in the image), cwd `HERMES_HOME`, the supervised-child markers, logs to
+/// stdout and to `$HERMES_HOME/logs/gateways/<profile>/current`; exits 0 and 78 stay down
+/// (C-SVC-3).
 pub fn gateway_spec(
     profile: &str,
     hermes_home: &Path,

@@ -155,7 +155,6 @@ pub struct Entry {
     pub name: String,
     pub id: u32,
     pub gid: Option<u32>,
-    pub home: String,
 }
 
 /// Parse entries the way glibc does: comments, NIS lines and malformed lines are skipped (one
@@ -173,7 +172,6 @@ pub fn entries(text: &[u8], passwd: bool) -> Vec<Entry> {
                 name: f[0].to_string(),
                 id: f[2].parse().ok()?,
                 gid: if passwd { Some(f[3].parse().ok()?) } else { None },
-                home: if passwd { f[5].to_string() } else { String::new() },
             })
         })
         .collect()
