@@ -65,8 +65,11 @@ pub fn append(home: &Path, lines: &str, owner: Option<(u32, u32)>) -> io::Result
     let mut rotated = false;
     match fsx::lstat_at(logs.as_fd(), c"container-boot.log") {
         Ok(st) if st.size >= ROTATE_BYTES && !st.is_symlink() => {
-            fsx::rename_at(logs.as_fd(), c"container-boot.log", c"container-boot.log.1")?;
-            rotated = true;
+            // As upstream: a failed rotation is not worth losing the readiness line for.
+            match fsx::rename_at(logs.as_fd(), c"container-boot.log", c"container-boot.log.1") {
+                Ok(()) => rotated = true,
+                Err(e) => warn!("boot: bootlog: cannot rotate {}: {e}; appending anyway", path.display()),
+            }
         }
         Ok(_) => {}
         Err(e) if fsx::is_missing(&e) => {}
@@ -150,5 +153,12 @@ mod tests {
         std::os::unix::fs::symlink(t.path().join("target"), &log).unwrap();
         assert!(append(&home, line, o).unwrap().starts_with("refused"));
         assert_eq!(std::fs::read_to_string(t.path().join("target")).unwrap(), "t");
+        // A rotation that cannot happen (a directory in the way) still appends.
+        std::fs::remove_file(&log).unwrap();
+        std::fs::remove_file(home.join("logs/container-boot.log.1")).unwrap();
+        std::fs::create_dir_all(home.join("logs/container-boot.log.1/x")).unwrap();
+        std::fs::write(&log, vec![b'x'; ROTATE_BYTES as usize]).unwrap();
+        append(&home, line, o).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), ROTATE_BYTES + line.len() as u64);
     }
 }

@@ -223,10 +223,8 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         match r {
             Ok(summary) => info!("boot: {}: {summary} ({ms:.1} ms)", step.name()),
-            Err(e) => {
-                tracing::error!("boot: {}: failed after {ms:.1} ms: {}", step.name(), e.reason);
-                return Err(Fatal { code: e.code, reason: format!("boot step {}: {}", step.name(), e.reason) });
-            }
+            // Init logs `fatal: stopping the container: <reason>`; nothing more to say here.
+            Err(e) => return Err(Fatal { code: e.code, reason: format!("boot step {}: {}", step.name(), e.reason) }),
         }
     }
     info!("boot: finished in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
