@@ -322,6 +322,7 @@ fn c_boot_6_rootless_boot_warns_and_goes_on() {
     let run = outer("inner_rootless", &[("HERMES_UID", "1234")]);
     let e = &run.stderr;
     assert!(e.contains("need the container to start as root"), "{e}");
+    assert!(e.contains("creating /run/s6/basedir: Permission denied"), "{e}");
     assert!(e.contains("rootless or read-only container?"), "{e}");
     assert!(e.contains("boot: finished in"), "{e}");
 }
@@ -343,15 +344,22 @@ fn inner_rootless() {
         lchown(&p, (10000, 10000));
     }
     lchown(&home.join("auth.json"), (0, 0));
+    // What an image can pre-create for `--user 10000`: the scan dir and the env snapshot dir.
     std::fs::create_dir_all("/run/service").unwrap();
     lchown(Path::new("/run/service"), (10000, 10000));
+    std::fs::create_dir_all("/run/s6/container_environment").unwrap();
+    std::fs::write("/run/s6/container_environment/STALE", "x").unwrap();
+    lchown(Path::new("/run/s6/container_environment"), (10000, 10000));
     lchown(&dir, (10000, 10000));
     hermesinit::creds::Identity::resolve("hermes").unwrap().switch().unwrap();
     let cfg = config(&dir);
     let args: Vec<String> = Vec::new();
     boot::run(&Context { config: &cfg, main_args: &args }).expect("rootless boot");
     assert_eq!(std::fs::read_to_string("/etc/passwd").unwrap(), PASSWD);
-    assert!(!Path::new("/run/s6/container_environment").exists());
+    let envd = Path::new("/run/s6/container_environment");
+    assert_eq!(std::fs::read_to_string(envd.join("HERMES_UID")).unwrap(), "1234", "snapshot in the pre-created dir");
+    assert!(!envd.join("STALE").exists());
+    assert!(!Path::new("/run/s6/basedir").exists(), "/run/s6 is root's: cannot be created as hermes");
     assert_eq!(slots(), ["dashboard", "gateway-coder", "gateway-default"]);
     let spec = std::fs::read_to_string("/run/service/gateway-coder/hermesinit.yaml").unwrap();
     assert!(!spec.contains("user:"), "no privilege drop for an unprivileged supervisor: {spec}");

@@ -39,14 +39,38 @@ pub fn storable(name: &[u8]) -> bool {
     crate::envdir::storable(name) && !name.starts_with(b".")
 }
 
-/// Write the snapshot: the directory is recreated empty (`0750`, group `gid`), then one file
-/// per variable (`0640`, group `gid`) holding the value verbatim — no trailing newline, as
-/// s6-overlay's `s6-dumpenv` writes it. Empty values and dotted names (`a.b`) are kept.
+/// Empty a real directory (kept, so one the image pre-created for a `--user` container still
+/// works), or replace whatever else is there by a new directory with `mode`. Then make sure of
+/// the mode (only changed when different: a non-root boot cannot chmod a root-owned one).
+fn fresh_dir(dir: &Path, mode: u32) -> io::Result<usize> {
+    let mut removed = 0;
+    if crate::logs::is_real_dir(dir) {
+        for e in std::fs::read_dir(dir)? {
+            remove_any(&e?.path())?;
+            removed += 1;
+        }
+    } else {
+        remove_any(dir)?;
+        parent_dirs(dir)?;
+        DirBuilder::new().mode(mode).create(dir)?;
+    }
+    set_mode(dir, mode)?;
+    Ok(removed)
+}
+
+fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(p)?.mode() & 0o7777 != mode {
+        std::fs::set_permissions(p, Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Write the snapshot: the directory emptied (`0750`, group `gid`), then one file per variable
+/// (`0640`, group `gid`) holding the value verbatim — no trailing newline, as s6-overlay's
+/// `s6-dumpenv` writes it. Empty values and dotted names (`a.b`) are kept.
 pub fn write(dir: &Path, vars: &[(OsString, OsString)], gid: Option<u32>) -> io::Result<Written> {
-    remove_any(dir)?;
-    parent_dirs(dir)?;
-    DirBuilder::new().mode(0o750).create(dir)?;
-    std::fs::set_permissions(dir, Permissions::from_mode(0o750))?;
+    fresh_dir(dir, 0o750)?;
     if let Some(g) = gid {
         std::os::unix::fs::lchown(dir, Some(0), Some(g))?;
     }
@@ -95,24 +119,13 @@ pub fn ensure_basedir(p: &Path) -> io::Result<()> {
         parent_dirs(p)?;
         DirBuilder::new().recursive(true).mode(0o755).create(p)?;
     }
-    std::fs::set_permissions(p, Permissions::from_mode(0o755))
+    set_mode(p, 0o755)
 }
 
 /// Empty the scan directory (creating it if missing), `0755`, owned by `owner` so the hermes
 /// user can publish and remove slots. Returns how many stale entries were removed.
 pub fn fresh_scan_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<usize> {
-    let mut removed = 0;
-    if crate::logs::is_real_dir(dir) {
-        for e in std::fs::read_dir(dir)? {
-            remove_any(&e?.path())?;
-            removed += 1;
-        }
-    } else {
-        remove_any(dir)?;
-        parent_dirs(dir)?;
-        DirBuilder::new().mode(0o755).create(dir)?;
-    }
-    std::fs::set_permissions(dir, Permissions::from_mode(0o755))?;
+    let removed = fresh_dir(dir, 0o755)?;
     if let Some((u, g)) = owner {
         std::os::unix::fs::lchown(dir, Some(u), Some(g))?;
     }
