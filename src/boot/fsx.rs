@@ -13,10 +13,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// The errors that mean "not possible here" (rootless container, read-only mount, no
-/// capability) rather than "broken": built-in steps warn about these and go on (C-BOOT-6).
+/// The errors that mean "not possible here" rather than "broken": built-in steps warn about
+/// these and go on (C-BOOT-6). `EPERM`/`EACCES`: no capability (rootless, `--user`, NFS root
+/// squash); `EROFS`: read-only mount; `EOPNOTSUPP`: a filesystem without ownership (a CIFS or
+/// FAT volume); `EINVAL`: chown to an id not mapped in this user namespace (rootless Podman).
 pub fn is_soft(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS))
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS | libc::EOPNOTSUPP | libc::EINVAL))
 }
 
 pub fn is_missing(e: &io::Error) -> bool {

@@ -37,7 +37,8 @@
 //! - `HERMES_HOME` (through the config) — the data volume.
 //!
 //! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
-//! setting (`EPERM`, `EACCES`, `EROFS`) logs a warning with the reason and goes on; any other
+//! setting (`EPERM`, `EACCES`, `EROFS`, `EOPNOTSUPP`, and `EINVAL` from a chown to an unmapped
+//! id) logs a warning with the reason and goes on; any other
 //! failure of a built-in step, and any failing hook, returns [`Fatal`]; init then logs
 //! `fatal: stopping the container: <reason>` and exits with its code.
 

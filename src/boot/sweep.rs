@@ -198,9 +198,7 @@ impl Sweeper {
             return; // removed while we looked: nothing to fix
         }
         self.c.failed += 1;
-        // EINVAL: the uid is not mapped in this user namespace (rootless Podman).
-        let soft = fsx::is_soft(&e) || e.raw_os_error() == Some(libc::EINVAL);
-        if !soft && self.hard.is_none() {
+        if !fsx::is_soft(&e) && self.hard.is_none() {
             self.hard = Some(format!("{}: {e}", path.display()));
         }
         if self.logged_failures < LOG_LIMIT {
