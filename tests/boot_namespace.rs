@@ -368,3 +368,45 @@ fn inner_rootless() {
     assert_eq!(boot_log(&home).len(), 2);
     println!("INNER-OK");
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// C-BOOT-6: a read-only volume (`-v data:/opt/data:ro`) with wrong owners, a stale pid file
+/// and nothing seeded: every built-in step warns and goes on, boot succeeds.
+#[test]
+fn c_boot_6_read_only_volume_warns_and_goes_on() {
+    let run = outer("inner_read_only", &[]);
+    let e = &run.stderr;
+    assert!(e.contains("Read-only file system"), "{e}");
+    assert!(e.contains("boot: finished in"), "{e}");
+}
+
+#[test]
+#[ignore = "runs inside the mount namespace of c_boot_6_read_only_volume_warns_and_goes_on"]
+fn inner_read_only() {
+    if !inside() {
+        return;
+    }
+    let dir = it_dir();
+    fake_system(&dir, PASSWD, GROUP, false);
+    tracing_to_stderr();
+    let home = dir.join("data");
+    std::fs::create_dir_all(home.join("profiles/coder")).unwrap();
+    std::fs::write(home.join("profiles/coder/SOUL.md"), "soul").unwrap();
+    std::fs::write(home.join("profiles/coder/gateway.pid"), "1").unwrap();
+    std::fs::write(home.join("auth.json"), "{}").unwrap();
+    let flags = nix::mount::MsFlags::MS_BIND;
+    nix::mount::mount(Some(&home), &home, None::<&str>, flags, None::<&str>).unwrap();
+    let ro = flags | nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY;
+    nix::mount::mount(None::<&str>, &home, None::<&str>, ro, None::<&str>).unwrap();
+    let cfg = config(&dir);
+    let args = vec!["gateway".to_string(), "run".to_string()];
+    boot::run(&Context { config: &cfg, main_args: &args }).expect("boot on a read-only volume");
+    assert_eq!(owner(&home.join("auth.json")), (0, 0));
+    assert!(home.join("profiles/coder/gateway.pid").exists());
+    assert!(!home.join("logs").exists() && !home.join("gateway_state.json").exists());
+    // The legacy intent still counts for this boot, and the slots exist.
+    assert_eq!(slots(), ["dashboard", "gateway-coder", "gateway-default"]);
+    assert!(!down("gateway-default") && down("gateway-coder"));
+    println!("INNER-OK");
+}

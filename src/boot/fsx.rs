@@ -194,6 +194,11 @@ pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
     retry(|| unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }).map(drop)
 }
 
+/// Is the filesystem of `fd` mounted read-only?
+pub fn read_only(fd: BorrowedFd) -> bool {
+    nix::sys::statvfs::fstatvfs(fd).is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 /// The names in a directory, without `.` and `..`, in byte order.
 pub fn list(dir: BorrowedFd) -> io::Result<Vec<CString>> {
     let mut d = nix::dir::Dir::from(dir.try_clone_to_owned()?)?;

@@ -88,9 +88,16 @@ pub struct Counts {
 impl Counts {
     pub fn summary(&self) -> String {
         format!(
-            "scanned {} entries, changed {}, refused {} symlinks at listed paths, {} symlinks inside \
-             (not followed), skipped {} other mounts, {} failures, {} too deep",
-            self.scanned, self.changed, self.refused, self.symlinks, self.mounts, self.failed, self.too_deep
+            "scanned {} entries, {} not hermes-owned, changed {}, refused {} symlinks at listed paths, \
+             {} symlinks inside (not followed), skipped {} other mounts, {} failures, {} too deep",
+            self.scanned,
+            self.wrong,
+            self.changed,
+            self.refused,
+            self.symlinks,
+            self.mounts,
+            self.failed,
+            self.too_deep
         )
     }
 }
@@ -124,6 +131,12 @@ pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, Strin
         Err(e) => return Err(format!("cannot open {}: {e}", home.display())),
     };
     let root = fsx::fstat(fd.as_fd()).map_err(|e| format!("cannot stat {}: {e}", home.display()))?;
+    let fix = if fix && fsx::read_only(fd.as_fd()) {
+        warn!("boot: sweep: {} is on a read-only mount: ownership is checked, not fixed", home.display());
+        false
+    } else {
+        fix
+    };
     let mut s =
         Sweeper { uid, gid, fix, root, c: Counts::default(), logged_refusals: 0, logged_failures: 0, hard: None };
     s.c.scanned += 1;
