@@ -84,6 +84,8 @@ fn c_boot_full_boot_remaps_heals_reconciles_and_is_idempotent() {
     let e = &run.stderr;
     assert!(e.contains("[stage2] Changing hermes UID to 1234"), "{e}");
     assert!(e.contains("[stage2] Changing hermes GID to 4321"), "{e}");
+    assert!(e.contains("/data/workspace/host: another mount"), "{e}");
+    assert!(e.contains("/data/config.yaml: another mount"), "{e}");
     let refusals: Vec<&str> = e.lines().filter(|l| l.contains("refusing")).collect();
     assert_eq!(refusals.len(), 2, "the listed gateway.lock symlink, once per boot: {e}");
     assert!(refusals.iter().all(|l| l.ends_with("/data/gateway.lock")), "{e}");
@@ -137,6 +139,18 @@ fn inner_full_boot() {
     lchown(&home.join("auth.json"), (0, 0));
     lchown(&home.join("sessions/s1.json"), (0, 0));
     lchown(&home.join("skills/rootlink"), (0, 0));
+    // Host bind mounts inside the volume: a directory in a subtree and a top-level file.
+    let host = dir.join("host");
+    std::fs::create_dir_all(host.join("dir")).unwrap();
+    std::fs::write(host.join("dir/host-file"), "h").unwrap();
+    std::fs::write(host.join("config.yaml"), "model: host\n").unwrap();
+    std::fs::create_dir_all(home.join("workspace/host")).unwrap();
+    std::fs::write(home.join("config.yaml"), "").unwrap();
+    let bind = |src: &Path, dst: &Path| {
+        nix::mount::mount(Some(src), dst, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap()
+    };
+    bind(&host.join("dir"), &home.join("workspace/host"));
+    bind(&host.join("config.yaml"), &home.join("config.yaml"));
     let hooks = dir.join("cont-init.d");
     std::fs::create_dir_all(&hooks).unwrap();
     let out = dir.join("hooks.out");
@@ -162,12 +176,16 @@ fn inner_full_boot() {
     // never their targets), except the refused top-level symlink; outside untouched.
     let new = (1234, 4321);
     for p in walk(&home) {
-        if p.ends_with("gateway.lock") {
+        if p.ends_with("gateway.lock") || p.ends_with("config.yaml") || p.starts_with(home.join("workspace/host")) {
             continue;
         }
         assert_eq!(owner(&p), new, "{}", p.display());
     }
     assert_eq!(owner(&home.join("gateway.lock")), (10000, 10000));
+    // Other mounts are neither entered nor changed: their owners are the host's.
+    for p in [home.join("workspace/host"), home.join("workspace/host/host-file"), home.join("config.yaml")] {
+        assert_eq!(owner(&p), (0, 0), "{}", p.display());
+    }
     assert_eq!(owner(&outside), (0, 0));
     assert_eq!(owner(&outside.join("secret")), (0, 0));
     assert_eq!(std::fs::read_to_string(home.join("SOUL.md")).unwrap(), "You are Hermes.\n");
