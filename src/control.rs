@@ -179,3 +179,159 @@ mod tests {
         assert!(matches!(w.request, Request::Wait { until: WaitFor::Boot, .. }));
     }
 }
+
+/// The server side, driven by init's event loop: non-blocking listener and connections.
+pub mod server {
+    use super::{Envelope, Response, VERSION};
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::Path;
+
+    /// Requests larger than this are refused (and the connection closed).
+    const MAX_REQUEST: usize = 64 * 1024;
+
+    struct Conn {
+        stream: UnixStream,
+        uid: u32,
+        inbuf: Vec<u8>,
+        out: Vec<u8>,
+        /// A request was read; no further input is taken.
+        got: bool,
+    }
+
+    pub struct Server {
+        listener: UnixListener,
+        conns: BTreeMap<u64, Conn>,
+        next: u64,
+    }
+
+    /// One parsed request from a client.
+    pub struct Incoming {
+        pub conn: u64,
+        pub uid: u32,
+        pub request: Result<Envelope, String>,
+    }
+
+    impl Server {
+        /// Bind the socket (replacing a stale one); mode 0666, since permission is checked per
+        /// request from the peer's credentials.
+        pub fn bind(path: &Path) -> std::io::Result<Server> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            }
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path)?;
+            listener.set_nonblocking(true)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+            Ok(Server { listener, conns: BTreeMap::new(), next: 0 })
+        }
+
+        pub fn listen_fd(&self) -> RawFd {
+            self.listener.as_raw_fd()
+        }
+
+        /// (fd, wants write, conn id) for each connection.
+        pub fn conn_fds(&self) -> Vec<(RawFd, bool, u64)> {
+            self.conns.iter().map(|(id, c)| (c.stream.as_raw_fd(), !c.out.is_empty(), *id)).collect()
+        }
+
+        pub fn accept(&mut self) {
+            while let Ok((stream, _)) = self.listener.accept() {
+                let Ok(cred) = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) else {
+                    continue;
+                };
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                self.next += 1;
+                self.conns.insert(
+                    self.next,
+                    Conn { stream, uid: cred.uid(), inbuf: Vec::new(), out: Vec::new(), got: false },
+                );
+            }
+        }
+
+        /// Read from a connection; returns its request once a whole line is in.
+        pub fn readable(&mut self, id: u64) -> Option<Incoming> {
+            let c = self.conns.get_mut(&id)?;
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => {
+                        if !c.got {
+                            self.conns.remove(&id);
+                        }
+                        return None;
+                    }
+                    Ok(n) if !c.got => c.inbuf.extend_from_slice(&buf[..n]),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.conns.remove(&id);
+                        return None;
+                    }
+                }
+            }
+            if c.got {
+                return None;
+            }
+            let line_end = c.inbuf.iter().position(|&b| b == b'\n');
+            let line = match line_end {
+                Some(i) => c.inbuf[..i].to_vec(),
+                None if c.inbuf.len() > MAX_REQUEST => {
+                    c.got = true;
+                    return Some(Incoming { conn: id, uid: c.uid, request: Err("request too large".into()) });
+                }
+                None => return None,
+            };
+            c.got = true;
+            let request = serde_json::from_slice::<serde_json::Value>(&line)
+                .map_err(|e| format!("not JSON: {e}"))
+                .and_then(|v| match v.get("v").and_then(|x| x.as_u64()) {
+                    Some(n) if n == u64::from(VERSION) => {
+                        serde_json::from_value::<Envelope>(v).map_err(|e| format!("bad request: {e}"))
+                    }
+                    Some(n) => Err(format!("protocol version {n} is not supported (this is version {VERSION})")),
+                    None => Err("missing protocol version \"v\"".into()),
+                });
+            Some(Incoming { conn: id, uid: c.uid, request })
+        }
+
+        /// Queue the answer and write what the socket takes; the connection closes once sent.
+        pub fn reply(&mut self, id: u64, resp: &Response) {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let mut line = serde_json::to_vec(resp).unwrap_or_else(|_| b"{}".to_vec());
+            line.push(b'\n');
+            c.out = line;
+            self.writable(id);
+        }
+
+        pub fn writable(&mut self, id: u64) {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            while !c.out.is_empty() {
+                match c.stream.write(&c.out) {
+                    Ok(n) => {
+                        c.out.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            self.conns.remove(&id);
+        }
+
+        pub fn is_open(&self, id: u64) -> bool {
+            self.conns.contains_key(&id)
+        }
+
+        pub fn error(&mut self, id: u64, msg: String) {
+            self.reply(id, &Response::error(msg));
+        }
+    }
+}

@@ -178,7 +178,7 @@ impl RotatingFile {
             self.buf.extend_from_slice(line);
             self.buf.push(b'\n');
             self.size += len;
-            if self.buf.len() >= 64 * 1024 { self.write_out() } else { Ok(()) }
+            if self.buf.len() >= 64 * 1024 { self.write_out() } else { Ok(false) }
         })();
         self.episode(r)
     }
@@ -189,9 +189,10 @@ impl RotatingFile {
         self.episode(r)
     }
 
-    fn write_out(&mut self) -> std::io::Result<()> {
+    /// Returns whether bytes reached the file.
+    fn write_out(&mut self) -> std::io::Result<bool> {
         if self.buf.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let f = match self.file.as_mut() {
             Some(f) => f,
@@ -203,13 +204,16 @@ impl RotatingFile {
         let r = f.write_all(&self.buf);
         // On failure the lines are lost for the file (disk full…); the stdout copy still has them.
         self.buf.clear();
-        r
+        r.map(|()| true)
     }
 
-    fn episode(&mut self, r: std::io::Result<()>) -> Result<(), std::io::Error> {
+    /// An episode of failures ends only when bytes reach the file again.
+    fn episode(&mut self, r: std::io::Result<bool>) -> Result<(), std::io::Error> {
         match r {
-            Ok(()) => {
-                self.failing = false;
+            Ok(wrote) => {
+                if wrote {
+                    self.failing = false;
+                }
                 Ok(())
             }
             Err(e) => {

@@ -6,7 +6,7 @@
 
 use crate::creds::{self, Identity};
 use nix::unistd::{ForkResult, Pid};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -63,13 +63,13 @@ impl Command {
     }
 
     /// Replace the whole environment.
-    pub fn env<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, vars: impl IntoIterator<Item = (K, V)>) -> &mut Self {
+    pub fn env<K: AsRef<OsStr>, V: AsRef<OsStr>>(&mut self, vars: impl IntoIterator<Item = (K, V)>) -> &mut Self {
         self.env = vars
             .into_iter()
             .map(|(k, v)| {
-                let mut kv = k.as_ref().to_vec();
+                let mut kv = k.as_ref().as_bytes().to_vec();
                 kv.push(b'=');
-                kv.extend_from_slice(v.as_ref());
+                kv.extend_from_slice(v.as_ref().as_bytes());
                 cstr(kv)
             })
             .collect();
