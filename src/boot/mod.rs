@@ -23,6 +23,9 @@
 //!
 //! - `HERMESINIT_SKIP` — comma- or space-separated step names to skip, for debugging
 //!   (e.g. `HERMESINIT_SKIP=sweep,remap`). Unknown names are warned about.
+//! - `HERMESINIT_SWEEP_THREADS` — threads walking the subtrees in the sweep (1–16; default:
+//!   the CPUs, at most 4). The walk is bound by one `statx` per entry; 1 may suit a spinning
+//!   disk.
 //! - `HERMES_UID`, `HERMES_GID`, `PUID`, `PGID` — the remap (C-BOOT-2). Digits only, 1–65534.
 //!   An empty value counts as unset; a non-empty invalid `HERMES_UID` is ignored with a warning
 //!   and does *not* fall back to `PUID` (as upstream's stage2-hook).
@@ -385,7 +388,15 @@ impl Boot<'_> {
         else {
             return Ok("skipped: no HERMES_HOME".into());
         };
-        let c = sweep::sweep(&home, self.hermes.uid, self.hermes.gid, self.root).map_err(StepErr::new)?;
+        let threads = match self.env.get("HERMESINIT_SWEEP_THREADS").map(str::parse::<usize>) {
+            Some(Ok(n @ 1..=16)) => n,
+            Some(_) => {
+                warn!("boot: sweep: HERMESINIT_SWEEP_THREADS must be 1-16; using the default");
+                sweep::workers()
+            }
+            None => sweep::workers(),
+        };
+        let c = sweep::sweep_with(&home, self.hermes.uid, self.hermes.gid, self.root, threads).map_err(StepErr::new)?;
         if !self.root && c.wrong > 0 {
             warn!(
                 "boot: sweep: {} entries under {} are not hermes-owned and cannot be fixed without root",
