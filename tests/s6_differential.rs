@@ -152,9 +152,9 @@ fn real_s6() -> Out {
     jail.run("", &[("PATH", REAL_PATH)], &["/bin/sh", "-c", &script], Duration::from_secs(180))
 }
 
-/// hermesinit as PID 1 (its main program just sleeps, as hermes); the scenario runs beside it
-/// as root, like a `docker exec`, with the applets first on PATH.
-fn hermesinit() -> Out {
+/// `script` (after the prelude) beside hermesinit as PID 1 — its main program just sleeps, as
+/// hermes — run as root like a `docker exec`, with the applets first on PATH.
+fn in_hermesinit(script: &str) -> Out {
     let jail = Jail::new("diff-hermesinit");
     let bin = s6_common::BIN;
     let running = jail.start(
@@ -162,16 +162,21 @@ fn hermesinit() -> Out {
         &[("HERMESINIT_CONFIG", "/etc/hermesinit/config.yaml")],
         &[bin, "init", "sleep", "1000"],
     );
+    let script = format!("{PRELUDE}{script}");
     let out = jail.exec(
         &running,
         "hermesinit",
         &[("PATH", HERMESINIT_PATH)],
-        &["/bin/sh", "-c", &scenario()],
+        &["/bin/sh", "-c", &script],
         Duration::from_secs(180),
     );
     running.signal("hermesinit", libc::SIGTERM);
     let init = running.wait(Duration::from_secs(30));
     Out { stderr: format!("{}\n--- PID 1 ---\n{}{}", out.stderr, init.stdout, init.stderr), ..out }
+}
+
+fn hermesinit() -> Out {
+    in_hermesinit(SCENARIO)
 }
 
 fn compare(real: &Out, ours: &Out) {
@@ -255,4 +260,63 @@ fn hermesinit_runs_the_whole_scenario() {
     if std::env::var_os("S6_DIFF_SHOW").is_some() {
         eprintln!("{}", out.stdout);
     }
+}
+
+/// C-S6-2, C-S6-4: root and hermes control services, any other uid is refused with PID 1's
+/// reason and exit 111 (reading a status stays open to all); the commands that would tear
+/// the tree down are refused; without a supervisor the tools say so the s6 way.
+#[test]
+fn c_s6_2_root_and_hermes_control_others_are_refused() {
+    let out = in_hermesinit(
+        r#"
+i=0; until s6-svscanctl -a $S 2>/dev/null; do i=$((i+1)); [ $i -gt 500 ] && break; sleep 0.01; done
+mk svc 'exec sleep 1000'; until_field svc up true
+rc as_nobody s6-svc -d $S/svc
+rc as_nobody s6-svscanctl -a $S
+rc as_nobody s6-svstat -o up $S/svc
+rc as_hermes s6-svscanctl -a $S
+rc as_hermes s6-svc -wd -T 5000 -d $S/svc
+rc as_hermes s6-svwait -D -t 5000 $S/svc
+rc as_hermes s6-svc -wu -T 5000 -u $S/svc
+rc s6-svscanctl -t $S
+rc s6-svscanctl -z $S
+rc s6-svscanctl -h $S
+rc s6-svc -x $S/svc
+rc s6-svstat -o up $S/svc
+rc env HERMESINIT_SOCKET=/run/nowhere.sock s6-svc -u $S/svc
+rc env HERMESINIT_SOCKET=/run/nowhere.sock s6-svstat $S/svc
+rc env HERMESINIT_SOCKET=/run/nowhere.sock s6-svscanctl -a $S
+say "== end"
+"#,
+    );
+    let said = out.said();
+    let line = |p: &str| {
+        said.iter().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p:?} in {said:?}\n{}", out.stderr)).clone()
+    };
+    let nobody = line("$ as_nobody s6-svc -d");
+    assert!(nobody.contains("rc=111 s6-svc: fatal: unable to control /run/service/svc: permission denied"), "{nobody}");
+    assert!(
+        line("$ as_nobody s6-svscanctl -a")
+            .contains("rc=111 s6-svscanctl: fatal: unable to control /run/service: permission denied")
+    );
+    assert!(line("$ as_nobody s6-svstat").ends_with("rc=0 true"));
+    for ok in ["$ as_hermes s6-svscanctl", "$ as_hermes s6-svc -wd", "$ as_hermes s6-svwait", "$ as_hermes s6-svc -wu"]
+    {
+        assert!(line(ok).contains("-> rc=0"), "{}", line(ok));
+    }
+    let t = line("$ s6-svscanctl -t");
+    assert!(t.contains("rc=111") && t.contains("docker stop"), "{t}");
+    for ok in ["$ s6-svscanctl -z", "$ s6-svscanctl -h", "$ s6-svc -x"] {
+        assert!(line(ok).ends_with("-> rc=0 "), "{}", line(ok));
+    }
+    assert!(line("$ s6-svstat -o up").ends_with("rc=0 true"), "-x leaves the service alone");
+    assert!(
+        line("$ env HERMESINIT_SOCKET=/run/nowhere.sock s6-svc")
+            .contains("rc=100 s6-svc: fatal: unable to control /run/service/svc: supervisor not listening")
+    );
+    assert!(
+        line("$ env HERMESINIT_SOCKET=/run/nowhere.sock s6-svstat")
+            .contains("rc=1 s6-svstat: fatal: unable to read status for /run/service/svc: s6-supervise not running")
+    );
+    assert!(line("$ env HERMESINIT_SOCKET=/run/nowhere.sock s6-svscanctl").contains("rc=100"));
 }
