@@ -244,8 +244,9 @@ fn c_s6_8_no_supervise_runs_the_gateway_in_the_foreground() {
         &running,
         r#"
 i=0; until pgrep -P 1 -f "gateway run --no-supervise" >/dev/null; do i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.1; done
-sleep 3
 m=$(pgrep -P 1 -f "gateway run --no-supervise" | head -1)
+# Up and past its banner once it records itself running.
+i=0; until grep -q '"gateway_state": *"running"' /opt/data/gateway_state.json 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.1; done
 say "main: $(ps -o user= -p $m) $(tr '\0' ' ' < /proc/$m/cmdline)"
 say "svstat: $(/command/s6-svstat -o up,wantedup /run/service/gateway-default)"
 say "== end"
