@@ -95,9 +95,13 @@ fn container(venv: &std::path::Path, cmd: &[&str]) -> (Jail, Running) {
     (jail, running)
 }
 
-/// `docker exec --user hermes <c> sh -c SCRIPT`.
+/// `docker exec --user hermes <c> sh -c SCRIPT`, once the container is ready (boot done,
+/// services registered: hermesinit's own readiness wait, C-SVC-6).
 fn exec_as_hermes(jail: &Jail, running: &Running, script: &str) -> Out {
-    let full = format!("{}\n{script}", s6_common::PRELUDE);
+    let ready = format!(
+        "i=0; until {BIN} svc wait --boot --timeout 60 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.05; done"
+    );
+    let full = format!("{}\n{ready}\n{script}", s6_common::PRELUDE);
     jail.exec(
         running,
         "hermesinit",

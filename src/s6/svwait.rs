@@ -1,9 +1,10 @@
 //! `s6-svwait [ -U | -u | -d | -D | -r | -R ] [ -a | -o ] [ -t timeout ] servicedir…`
 //! (C-S6-4), and the waiting that `s6-svc -w…` shares with it.
 //!
-//! Up, down and "down and finished" are answered by PID 1 (a `wait` request, no polling);
-//! a restart (`-r`) is watched by polling the status every 25 ms, since it is a sequence of
-//! states that a single condition cannot express. hermesinit has no readiness notification:
+//! Up, down and "down and finished" are answered by PID 1 (a `wait` request, no polling).
+//! Two stretches are watched by reading the status every 25 ms instead: a restart (`-r`), a
+//! sequence of states that one condition cannot express, and the end of a stop — PID 1's
+//! `down` holds as soon as a service is being stopped, s6's only once its process is gone. hermesinit has no readiness notification:
 //! `-U`/`-R` behave as `-u`/`-r` when the service directory has a `notification-fd` file,
 //! and — exactly like s6 — never succeed when it has none.
 
