@@ -1,14 +1,17 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! hermesinit: PID 1, service supervisor, privilege-drop shim and s6 front ends for the
+//! Hermes Agent container, in one binary. See README.md for the architecture.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod boot;
+pub mod config;
+pub mod control;
+pub mod creds;
+pub mod envdir;
+pub mod init;
+pub mod logs;
+pub mod routing;
+pub mod s6;
+pub mod shim;
+pub mod spawn;
+pub mod supervisor;
+pub mod svc;
+pub mod users;

@@ -1,0 +1,379 @@
+//! The two YAML files hermesinit reads: the global config and the native service spec
+//! (`hermesinit.yaml` in a service directory). Both are validated key by key so that one run
+//! reports every error at once, each naming the file and the key.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_norway::{Mapping, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_PATH: &str = "/etc/hermesinit/config.yaml";
+pub const SPEC_FILE: &str = "hermesinit.yaml";
+
+/// Global settings. Every key is optional; the defaults are what the image needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// The scan directory: one subdirectory per service.
+    pub scan_dir: PathBuf,
+    pub control_socket: PathBuf,
+    /// HERMES_HOME; the `HERMES_HOME` variable wins over this key.
+    pub hermes_home: PathBuf,
+    /// The unprivileged user everything drops to.
+    pub user: String,
+    /// TERM → KILL grace when stopping the container (`HERMESINIT_KILL_GRACE_MS` wins).
+    pub kill_grace_ms: u64,
+    /// TERM → KILL grace when one service is stopped.
+    pub stop_timeout_ms: u64,
+    pub backoff: Backoff,
+    pub logs: LogDefaults,
+    /// Pretend to be s6-svscan for Hermes' detection (`HERMESINIT_S6_COMPAT=0` turns it off).
+    pub s6_compat: bool,
+    /// s6's env snapshot directory (C-BOOT-1).
+    pub env_dir: PathBuf,
+    pub cont_init_dir: PathBuf,
+    /// Safety-net rescan period when inotify is unavailable.
+    pub rescan_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// Delay before the first restart after a crash.
+    pub first_ms: u64,
+    /// Delay before the second; doubles for each further crash.
+    pub base_ms: u64,
+    pub max_ms: u64,
+    /// A run at least this long counts as stable and resets the backoff.
+    pub reset_after_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { first_ms: 0, base_ms: 500, max_ms: 30_000, reset_after_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogDefaults {
+    pub max_bytes: u64,
+    pub keep: u32,
+    /// Bytes buffered for a slow reader of the container's stdout before lines are dropped.
+    pub stdout_buffer_bytes: usize,
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 1 << 20 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            scan_dir: "/run/service".into(),
+            control_socket: crate::control::DEFAULT_SOCKET.into(),
+            hermes_home: crate::routing::HERMES_HOME_DEFAULT.into(),
+            user: "hermes".into(),
+            kill_grace_ms: 3000,
+            stop_timeout_ms: 5000,
+            backoff: Backoff::default(),
+            logs: LogDefaults::default(),
+            s6_compat: true,
+            env_dir: "/run/s6/container_environment".into(),
+            cont_init_dir: "/etc/cont-init.d".into(),
+            rescan_interval_ms: 5000,
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub file: PathBuf,
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} error(s): {}", self.file.display(), self.errors.len(), self.errors.join("; "))
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Walks a YAML mapping key by key, collecting an error per bad key instead of stopping at the
+/// first one.
+struct Fields {
+    map: Mapping,
+    errors: Vec<String>,
+}
+
+impl Fields {
+    fn parse(text: &str) -> Result<Fields, String> {
+        match serde_norway::from_str::<Value>(text) {
+            Ok(Value::Mapping(map)) => Ok(Fields { map, errors: Vec::new() }),
+            Ok(Value::Null) => Ok(Fields { map: Mapping::new(), errors: Vec::new() }),
+            Ok(_) => Err("the top level must be a mapping of keys to values".into()),
+            Err(e) => Err(format!("not valid YAML: {e}")),
+        }
+    }
+
+    fn take<T: DeserializeOwned>(&mut self, key: &str, slot: &mut T) {
+        if let Some(v) = self.map.remove(key) {
+            match serde_norway::from_value(v) {
+                Ok(x) => *slot = x,
+                Err(e) => self.errors.push(format!("{key}: {e}")),
+            }
+        }
+    }
+
+    fn take_opt<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let mut out = None;
+        self.take(key, &mut out);
+        out
+    }
+
+    fn finish(mut self, file: &Path) -> Result<(), Invalid> {
+        for k in self.map.keys() {
+            let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+            self.errors.push(format!("{name}: unknown key"));
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            self.errors.sort();
+            Err(Invalid { file: file.to_path_buf(), errors: self.errors })
+        }
+    }
+}
+
+fn invalid(file: &Path, e: impl Into<String>) -> Invalid {
+    Invalid { file: file.to_path_buf(), errors: vec![e.into()] }
+}
+
+impl Config {
+    pub fn parse(file: &Path, text: &str) -> Result<Config, Invalid> {
+        let mut f = Fields::parse(text).map_err(|e| invalid(file, e))?;
+        let mut c = Config::default();
+        f.take("scan_dir", &mut c.scan_dir);
+        f.take("control_socket", &mut c.control_socket);
+        f.take("hermes_home", &mut c.hermes_home);
+        f.take("user", &mut c.user);
+        f.take("kill_grace_ms", &mut c.kill_grace_ms);
+        f.take("stop_timeout_ms", &mut c.stop_timeout_ms);
+        f.take("backoff", &mut c.backoff);
+        f.take("logs", &mut c.logs);
+        f.take("s6_compat", &mut c.s6_compat);
+        f.take("env_dir", &mut c.env_dir);
+        f.take("cont_init_dir", &mut c.cont_init_dir);
+        f.take("rescan_interval_ms", &mut c.rescan_interval_ms);
+        if c.logs.keep == 0 || c.logs.max_bytes < 4096 {
+            f.errors.push("logs: keep must be at least 1 and max_bytes at least 4096".into());
+        }
+        f.finish(file)?;
+        Ok(c)
+    }
+
+    /// The config file (`HERMESINIT_CONFIG` or /etc/hermesinit/config.yaml; a missing file
+    /// means defaults), then the environment overrides.
+    pub fn load() -> Result<Config, Invalid> {
+        let file = std::env::var_os("HERMESINIT_CONFIG").map(PathBuf::from).unwrap_or_else(|| CONFIG_PATH.into());
+        let mut c = match std::fs::read_to_string(&file) {
+            Ok(text) => Config::parse(&file, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(invalid(&file, e.to_string())),
+        };
+        c.apply_env(|k| std::env::var(k).ok());
+        Ok(c)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(h) = get("HERMES_HOME").filter(|h| h.starts_with('/')) {
+            self.hermes_home = h.into();
+        }
+        if let Some(ms) = get("HERMESINIT_KILL_GRACE_MS").and_then(|v| v.parse().ok()) {
+            self.kill_grace_ms = ms;
+        }
+        if let Some(v) = get("HERMESINIT_S6_COMPAT") {
+            self.s6_compat = crate::routing::truthy(Some(&v));
+        }
+        if let Some(p) = get("HERMESINIT_SCAN_DIR") {
+            self.scan_dir = p.into();
+        }
+        if let Some(p) = get("HERMESINIT_SOCKET") {
+            self.control_socket = p.into();
+        }
+    }
+}
+
+/// A native service: everything needed to run a program without a shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// argv; the first element is an absolute path or a name looked up on PATH.
+    pub command: Vec<String>,
+    /// User (or `user:group`, uid, `uid:gid`) to run as; root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Added to (and overriding) the container environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub log: LogSpec,
+    /// Exit codes after which the service stays down (C-SVC-3).
+    #[serde(default = "default_stay_down")]
+    pub stay_down_exit_codes: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
+}
+
+fn default_stay_down() -> Vec<i32> {
+    vec![0, 78]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// Copy each line to the container's stdout.
+    #[serde(default = "yes")]
+    pub stdout: bool,
+    /// Directory of the timestamped, rotated `current` file; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec { stdout: true, dir: None, max_bytes: None, keep: None }
+    }
+}
+
+impl ServiceSpec {
+    pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, Invalid> {
+        let mut f = Fields::parse(text).map_err(|e| invalid(file, e))?;
+        let mut s = ServiceSpec { stay_down_exit_codes: default_stay_down(), ..Default::default() };
+        f.take("command", &mut s.command);
+        s.user = f.take_opt("user");
+        f.take("env", &mut s.env);
+        s.cwd = f.take_opt("cwd");
+        f.take("log", &mut s.log);
+        f.take("stay_down_exit_codes", &mut s.stay_down_exit_codes);
+        s.stop_timeout_ms = f.take_opt("stop_timeout_ms");
+        if s.command.is_empty() || s.command[0].is_empty() {
+            f.errors.push("command: must be a non-empty list (the program and its arguments)".into());
+        }
+        if let Some(c) = &s.cwd {
+            if !c.is_absolute() {
+                f.errors.push("cwd: must be an absolute path".into());
+            }
+        }
+        if let Some(d) = &s.log.dir {
+            if !d.is_absolute() {
+                f.errors.push("log: dir must be an absolute path".into());
+            }
+        }
+        if s.env.keys().any(|k| k.is_empty() || k.contains('=')) {
+            f.errors.push("env: names must be non-empty and contain no '='".into());
+        }
+        f.finish(file)?;
+        Ok(s)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_default()
+    }
+}
+
+/// C-S6-6: a service (slot) name is `^[a-z0-9][a-z0-9_-]*$`, 1–251 characters for profiles;
+/// service names add the `gateway-` prefix and are otherwise held to the same alphabet (plus
+/// `.`-free, `/`-free), so no name can point outside the scan directory.
+pub fn valid_profile_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=251).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// A scan-directory entry we will supervise: not dot-prefixed, no slash, sane length.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && name.bytes().all(|c| c.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_env_overrides() {
+        let mut c = Config::parse(Path::new("c.yaml"), "kill_grace_ms: 1500\nbackoff: {max_ms: 1000}\n").unwrap();
+        assert_eq!(c.kill_grace_ms, 1500);
+        assert_eq!(c.backoff.max_ms, 1000);
+        assert_eq!(c.backoff.base_ms, Backoff::default().base_ms);
+        c.apply_env(|k| match k {
+            "HERMES_HOME" => Some("/data".into()),
+            "HERMESINIT_KILL_GRACE_MS" => Some("200".into()),
+            "HERMESINIT_S6_COMPAT" => Some("0".into()),
+            _ => None,
+        });
+        assert_eq!((c.hermes_home, c.kill_grace_ms, c.s6_compat), (PathBuf::from("/data"), 200, false));
+        assert_eq!(Config::parse(Path::new("c"), "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn config_reports_every_error_at_once() {
+        let e =
+            Config::parse(Path::new("/etc/c.yaml"), "kill_grace_ms: soon\nbogus: 1\nbackoff: {max: 2}\n").unwrap_err();
+        assert_eq!(e.errors.len(), 3, "{e}");
+        assert!(e.to_string().starts_with("/etc/c.yaml: 3 error(s): "));
+        assert!(e.errors.iter().any(|x| x.starts_with("bogus: unknown key")));
+        assert!(Config::parse(Path::new("c"), "- a list").is_err());
+        assert!(Config::parse(Path::new("c"), "a: [unclosed").is_err());
+    }
+
+    #[test]
+    fn service_spec_round_trips_and_validates() {
+        let spec = ServiceSpec {
+            command: vec!["/opt/hermes/.venv/bin/hermes".into(), "gateway".into(), "run".into()],
+            user: Some("hermes".into()),
+            env: [("HERMES_SUPERVISED_CHILD".to_string(), "1".to_string())].into(),
+            cwd: Some("/opt/data".into()),
+            log: LogSpec { dir: Some("/opt/data/logs/gateways/default".into()), ..Default::default() },
+            stay_down_exit_codes: vec![0, 78],
+            stop_timeout_ms: None,
+        };
+        let back = ServiceSpec::parse(Path::new("s"), &spec.to_yaml()).unwrap();
+        assert_eq!(back, spec);
+        let e = ServiceSpec::parse(Path::new("s"), "command: []\ncwd: rel\nlog: {dir: x, color: 1}\nuser: [1]\n")
+            .unwrap_err();
+        assert_eq!(e.errors.len(), 4, "{e}");
+    }
+
+    #[test]
+    fn c_s6_6_profile_names() {
+        for ok in ["coder", "a", "0x", "my_bot-2", &"a".repeat(251)] {
+            assert!(valid_profile_name(ok), "{ok}");
+        }
+        for bad in ["", "-x", "_x", "Coder", "a b", "a/b", "..", ".x", "é", &"a".repeat(252)] {
+            assert!(!valid_profile_name(bad), "{bad}");
+        }
+        assert!(valid_service_name("gateway-coder"));
+        for bad in ["", ".gateway-x.tmp", "a/b", "a b"] {
+            assert!(!valid_service_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! PID 1: boot, supervise, run the main program, stop cleanly, exit with its code.
+//!
+//! One thread, one `poll` loop. Every signal arrives through a signalfd; every child — the main
+//! program, services, hooks' orphans — is reaped here and nowhere else (boot runs before the
+//! loop and waits only for its own hooks). Timers are deadlines folded into poll's timeout:
+//! no fixed sleeps anywhere.
+
+use crate::boot;
+use crate::config::Config;
+use crate::control::{self, BootState, Request, Response, WaitFor, server::Server};
+use crate::creds::{self, Identity};
+use crate::routing;
+use crate::spawn::{self, Command};
+use crate::supervisor::Supervisor;
+use crate::supervisor::machine::Event;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// Forwarded to the main program's process group (C-INIT-4). TERM means stop.
+const FORWARD: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGALRM,
+];
+
+struct Wait {
+    conn: u64,
+    services: Vec<String>,
+    until: WaitFor,
+    any: bool,
+    deadline: Option<Instant>,
+}
+
+struct Init {
+    cfg: Config,
+    sup: Supervisor,
+    server: Option<Server>,
+    sfd: SignalFd,
+    inotify: Option<nix::sys::inotify::Inotify>,
+    main_pid: Option<Pid>,
+    main_code: Option<i32>,
+    boot: BootState,
+    waits: Vec<Wait>,
+    /// Who may use the control socket besides root.
+    hermes_uid: Option<u32>,
+    /// Set when the container is stopping: (KILL deadline, final deadline).
+    stopping: Option<(Instant, Instant)>,
+    killed: bool,
+    /// TERM already sent to every remaining process (PID 1 only).
+    termed_all: bool,
+    next_rescan: Instant,
+    is_pid1: bool,
+}
+
+fn blocked_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in Signal::iterator() {
+        if !matches!(
+            s,
+            Signal::SIGKILL
+                | Signal::SIGSTOP
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGILL
+                | Signal::SIGFPE
+                | Signal::SIGABRT
+                | Signal::SIGTRAP
+        ) {
+            set.add(s);
+        }
+    }
+    set
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    crate::logs::init_tracing();
+    let args: Vec<String> = args.into_iter().map(|a| String::from_utf8_lossy(&a.into_vec()).into_owned()).collect();
+    let is_pid1 = std::process::id() == 1;
+    if !is_pid1 {
+        // C-INIT-6: keep working as a subreaper under another init.
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        warn!(
+            "not running as PID 1 (pid {}); {}",
+            std::process::id(),
+            if r == 0 {
+                "acting as a child subreaper"
+            } else {
+                "and could not become a subreaper: orphans will not be reaped here"
+            }
+        );
+    }
+    let mask = blocked_signals();
+    if let Err(e) = mask.thread_block() {
+        error!("fatal: stopping the container: cannot block signals: {e}");
+        return 1;
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("fatal: stopping the container: signalfd: {e}");
+            return 1;
+        }
+    };
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            error!("fatal: stopping the container: invalid configuration: {e}");
+            return 1;
+        }
+    };
+    let uid = creds::current_uid();
+    if let Err(e) = crate::users::groups() {
+        warn!("{e}; supplementary groups will not be set");
+    }
+    let hermes = match Identity::resolve(&cfg.user) {
+        Ok(h) => Some(h),
+        // As root we must be able to drop: never run the main program as root by accident.
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user: {e}", cfg.user);
+            return 1;
+        }
+        Err(_) => None,
+    };
+    // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
+    if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
+        eprintln!(
+            "hermesinit: refusing to start as uid {uid}: run the container as root (the default) or as {0} \
+             (--user {1}:{2}); to match host file ownership set HERMES_UID/HERMES_GID (or PUID/PGID) instead of --user",
+            cfg.user,
+            hermes.as_ref().map_or(10000, |h| h.uid),
+            hermes.as_ref().map_or(10000, |h| h.gid),
+        );
+        return 1;
+    }
+    if cfg.s6_compat {
+        // C-S6-1: Hermes detects s6 by /proc/1/comm.
+        // SAFETY: prctl with a valid NUL-terminated name.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"s6-svscan".as_ptr(), 0, 0, 0) };
+    }
+    let server = match Server::bind(&cfg.control_socket) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(
+                "control socket {} unavailable: {e} (hermesinit svc and s6 tools will not work)",
+                cfg.control_socket.display()
+            );
+            None
+        }
+    };
+    let t0 = Instant::now();
+    if let Err(f) = boot::run(&boot::Context { config: &cfg, main_args: &args }) {
+        error!("fatal: stopping the container: {}", f.reason);
+        return if f.code == 0 { 1 } else { f.code };
+    }
+    // Users may have changed ids during boot: resolve again.
+    let hermes = match Identity::resolve(&cfg.user) {
+        Ok(h) => Some(h),
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user after boot: {e}", cfg.user);
+            return 1;
+        }
+        Err(_) => None,
+    };
+    let base_env = child_env(&cfg);
+    let inotify = watch(&cfg.scan_dir);
+    let mut init = Init {
+        sup: Supervisor::new(cfg.clone(), base_env.clone()),
+        hermes_uid: hermes.as_ref().map(|h| h.uid),
+        cfg,
+        server,
+        sfd,
+        inotify,
+        main_pid: None,
+        main_code: None,
+        boot: BootState::Running,
+        waits: Vec::new(),
+        stopping: None,
+        killed: false,
+        termed_all: false,
+        next_rescan: Instant::now(),
+        is_pid1,
+    };
+    init.sup.rescan(Instant::now());
+    match spawn_main(&args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
+        Ok(pid) => init.main_pid = Some(pid),
+        Err((code, msg)) => {
+            error!("{msg}");
+            init.main_code = Some(code);
+            init.begin_stop(Instant::now());
+        }
+    }
+    init.boot = BootState::Done;
+    info!("ready in {} ms", t0.elapsed().as_millis());
+    init.run()
+}
+
+/// The environment of every child: the container env, overlaid with the boot snapshot (hooks
+/// may add variables there, C-MAIN-7), with /command on PATH (C-IMG-4).
+fn child_env(cfg: &Config) -> Vec<(OsString, OsString)> {
+    let own: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let snap = crate::envdir::read(&cfg.env_dir).unwrap_or_default();
+    let mut env = crate::envdir::merge(own, &snap);
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let path = routing::path_with_command(path.as_deref());
+    env.retain(|(k, _)| k != "PATH");
+    env.push(("PATH".into(), path.into()));
+    env
+}
+
+fn spawn_main(
+    args: &[String],
+    env: &[(OsString, OsString)],
+    drop_to: Option<&Identity>,
+    cfg: &Config,
+) -> Result<Pid, (i32, String)> {
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.to_string_lossy().into_owned()).unwrap_or_default();
+    let argv = routing::route_main(args, &path);
+    let mut overlay = vec![("HOME".into(), cfg.hermes_home.clone().into_os_string())];
+    if let Some(name) = drop_to.and_then(|h| h.name.clone()) {
+        overlay.push(("USER".into(), name.clone().into()));
+        overlay.push(("LOGNAME".into(), name.into()));
+    }
+    let mut cmd = Command::new(&argv);
+    cmd.env(crate::envdir::merge(env.iter().cloned(), &overlay));
+    cmd.identity = drop_to.cloned();
+    // C-INIT-5: own process group, in the terminal's foreground when there is one.
+    let tty = nix::unistd::isatty(0).unwrap_or(false).then_some(0);
+    cmd.group = spawn::Group::Own { tty };
+    info!("starting the main program: {}", argv.join(" "));
+    cmd.spawn().map_err(|e| {
+        let code = if e.errno == nix::Error::ENOENT { 127 } else { 126 };
+        (code, format!("cannot start the main program {}: {e}", argv[0]))
+    })
+}
+
+fn watch(dir: &std::path::Path) -> Option<nix::sys::inotify::Inotify> {
+    use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+    let _ = std::fs::create_dir_all(dir);
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    ino.add_watch(dir, F::IN_CREATE | F::IN_DELETE | F::IN_MOVED_TO | F::IN_MOVED_FROM | F::IN_ONLYDIR).ok()?;
+    Some(ino)
+}
+
+#[derive(Clone, Copy)]
+enum Token {
+    Signal,
+    Inotify,
+    Listener,
+    Conn(u64),
+    Pipe(usize),
+    Stdout,
+    Stderr,
+}
+
+impl Init {
+    fn run(&mut self) -> i32 {
+        loop {
+            let now = Instant::now();
+            if let Some(code) = self.finished(now) {
+                self.sup.stdout.flush();
+                crate::logs::flush_stderr();
+                return code;
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut tokens: Vec<Token> = Vec::new();
+            let mut add = |fd: RawFd, events: libc::c_short, t: Token| {
+                fds.push(libc::pollfd { fd, events, revents: 0 });
+                tokens.push(t);
+            };
+            add(self.sfd.as_raw_fd(), libc::POLLIN, Token::Signal);
+            if let Some(i) = &self.inotify {
+                add(i.as_fd().as_raw_fd(), libc::POLLIN, Token::Inotify);
+            }
+            if let Some(s) = &self.server {
+                add(s.listen_fd(), libc::POLLIN, Token::Listener);
+                for (fd, w, id) in s.conn_fds() {
+                    add(fd, if w { libc::POLLOUT } else { libc::POLLIN }, Token::Conn(id));
+                }
+            }
+            let pipes = self.sup.read_fds();
+            for (i, (fd, _)) in pipes.iter().enumerate() {
+                add(*fd, libc::POLLIN, Token::Pipe(i));
+            }
+            if self.sup.stdout.pending() {
+                if let Some(fd) = self.sup.stdout.raw_fd() {
+                    add(fd, libc::POLLOUT, Token::Stdout);
+                }
+            }
+            if self.sup.stderr.pending() || crate::logs::flush_stderr() {
+                if let Some(fd) = self.sup.stderr.raw_fd() {
+                    add(fd, libc::POLLOUT, Token::Stderr);
+                }
+            }
+            let timeout = self.next_deadline(now).map(|d| d.saturating_duration_since(now));
+            let ms = timeout.map_or(-1, |d| {
+                d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0)
+            });
+            // SAFETY: fds is a valid array of pollfd for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if n < 0 {
+                continue; // EINTR
+            }
+            let now = Instant::now();
+            for (pfd, tok) in fds.iter().zip(tokens.iter()) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match *tok {
+                    Token::Signal => self.signals(now),
+                    Token::Inotify => {
+                        if let Some(i) = &self.inotify {
+                            while let Ok(ev) = i.read_events() {
+                                if ev.is_empty() {
+                                    break;
+                                }
+                            }
+                        }
+                        if self.stopping.is_none() {
+                            self.sup.rescan(now);
+                        }
+                    }
+                    Token::Listener => {
+                        if let Some(s) = self.server.as_mut() {
+                            s.accept();
+                        }
+                    }
+                    Token::Conn(id) => self.conn_event(id, pfd.revents, now),
+                    Token::Pipe(i) => self.sup.drain(&pipes[i].1),
+                    Token::Stdout => self.sup.stdout.flush(),
+                    Token::Stderr => {
+                        self.sup.stderr.flush();
+                        crate::logs::flush_stderr();
+                    }
+                }
+            }
+            // Reap on every pass: cheap, and robust against coalesced SIGCHLDs.
+            self.reap(now);
+            self.sup.tick(now);
+            if self.stopping.is_none() && now >= self.next_rescan {
+                self.sup.rescan(now);
+                self.next_rescan = now + Duration::from_millis(self.cfg.rescan_interval_ms.max(100));
+            }
+            self.answer_waits(now);
+        }
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut d = self.sup.deadline();
+        let mut fold = |x: Option<Instant>| {
+            if let Some(x) = x {
+                d = Some(d.map_or(x, |y| y.min(x)));
+            }
+        };
+        fold(self.waits.iter().filter_map(|w| w.deadline).min());
+        if let Some((kill, end)) = self.stopping {
+            fold(Some(if self.killed { end } else { kill }));
+        } else {
+            fold(Some(self.next_rescan.max(now)));
+        }
+        d
+    }
+
+    fn signals(&mut self, now: Instant) {
+        while let Ok(Some(info)) = self.sfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+            match sig {
+                Signal::SIGCHLD | Signal::SIGPIPE => {}
+                Signal::SIGTERM if self.stopping.is_none() => {
+                    info!("SIGTERM: stopping the container");
+                    self.begin_stop(now);
+                }
+                s if FORWARD.contains(&s) => match self.main_pid {
+                    Some(pid) => {
+                        let _ = nix::sys::signal::killpg(pid, s);
+                    }
+                    None if s == Signal::SIGINT && self.stopping.is_none() => self.begin_stop(now),
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(st) => {
+                    let Some(pid) = st.pid() else { return };
+                    if Some(pid) == self.main_pid {
+                        let code = routing::exit_code(st).unwrap_or(1);
+                        info!("main program exited with code {code}");
+                        self.main_pid = None;
+                        self.main_code = Some(code);
+                        if self.stopping.is_none() {
+                            self.begin_stop(now);
+                        }
+                    } else if !self.sup.on_exit(pid.as_raw(), st, now) {
+                        // An orphan: reaped, nothing more to do.
+                    }
+                }
+            }
+        }
+    }
+
+    /// C-INIT-3: TERM the main program and every service now; KILL what is left after the grace.
+    fn begin_stop(&mut self, now: Instant) {
+        let grace = Duration::from_millis(self.cfg.kill_grace_ms);
+        self.stopping = Some((now + grace, now + grace + Duration::from_secs(2)));
+        if let Some(pid) = self.main_pid {
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
+        }
+        self.sup.shutdown(now);
+    }
+
+    /// The exit code, once there is nothing left to wait for.
+    fn finished(&mut self, now: Instant) -> Option<i32> {
+        let (kill_at, end) = self.stopping?;
+        if self.main_pid.is_none() && self.sup.idle() {
+            // Orphans (and stray daemons) get TERM once our own are gone; then KILL at the grace.
+            if self.is_pid1 && !self.termed_all && has_children() {
+                self.termed_all = true;
+                // SAFETY: kill(2); -1 from PID 1 reaches every other process of the namespace.
+                unsafe { libc::kill(-1, libc::SIGTERM) };
+            }
+            if !has_children() {
+                return Some(self.main_code.unwrap_or(0));
+            }
+        }
+        if now >= kill_at && !self.killed {
+            warn!("grace period over: killing what is left");
+            self.killed = true;
+            if let Some(pid) = self.main_pid {
+                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+            }
+            for pg in self.sup.pgids() {
+                // SAFETY: kill(2) on a process group we started.
+                unsafe { libc::kill(-pg, libc::SIGKILL) };
+            }
+            if self.is_pid1 {
+                // SAFETY: as above.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+            }
+        }
+        if now >= end {
+            warn!("processes still present after SIGKILL; exiting anyway");
+            return Some(self.main_code.unwrap_or(137));
+        }
+        None
+    }
+
+    fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
+        let Some(server) = self.server.as_mut() else { return };
+        if revents & libc::POLLOUT != 0 {
+            server.writable(id);
+            return;
+        }
+        let Some(inc) = server.readable(id) else { return };
+        let req = match inc.request {
+            Ok(env) => env.request,
+            Err(e) => return server.error(id, e),
+        };
+        let read_only = matches!(req, Request::Status { .. } | Request::Wait { .. });
+        if inc.uid != 0 && Some(inc.uid) != self.hermes_uid && !read_only {
+            return server.error(
+                id,
+                format!(
+                    "permission denied: uid {} may not control services (only root and {})",
+                    inc.uid, self.cfg.user
+                ),
+            );
+        }
+        let resp = match req {
+            Request::Status { services } => match self.sup.status(&services) {
+                Ok(s) => self.ok(s),
+                Err(e) => Response::error(e),
+            },
+            Request::Rescan { prune: _ } => {
+                // Removed directories are always dropped (C-S6-4: Hermes sends -an *before* it
+                // deletes the directory, so removal is noticed on its own too).
+                if self.stopping.is_none() {
+                    self.sup.rescan(now);
+                }
+                self.ok(Vec::new())
+            }
+            Request::Wait { services, until, any, timeout_ms } => {
+                self.waits.push(Wait {
+                    conn: id,
+                    services,
+                    until,
+                    any,
+                    deadline: timeout_ms.map(|ms| now + Duration::from_millis(ms)),
+                });
+                self.answer_waits(now);
+                return;
+            }
+            Request::Up { services } => self.control(&services, Event::Up, now),
+            Request::Once { services } => self.control(&services, Event::Once, now),
+            Request::Down { services } => self.control(&services, Event::Down, now),
+            Request::Restart { services } => self.control(&services, Event::Restart, now),
+            Request::Signal { services, signal } => {
+                if !(1..=64).contains(&signal) {
+                    Response::error(format!("invalid signal {signal}"))
+                } else {
+                    self.control(&services, Event::Signal(signal), now)
+                }
+            }
+        };
+        if let Some(s) = self.server.as_mut() {
+            s.reply(id, &resp);
+        }
+    }
+
+    fn control(&mut self, services: &[String], ev: Event, now: Instant) -> Response {
+        match self.sup.command(services, ev, now) {
+            Ok(()) => self.ok(self.sup.status(services).unwrap_or_default()),
+            Err(e) => Response::error(e),
+        }
+    }
+
+    fn ok(&self, services: Vec<control::ServiceStatus>) -> Response {
+        Response { v: control::VERSION, ok: true, boot: self.boot, services, ..Default::default() }
+    }
+
+    fn answer_waits(&mut self, now: Instant) {
+        let waits = std::mem::take(&mut self.waits);
+        for w in waits {
+            if !self.server.as_ref().is_some_and(|s| s.is_open(w.conn)) {
+                continue;
+            }
+            let met = match w.until {
+                WaitFor::Boot => self.boot != BootState::Running,
+                u => self.sup.wait_met(&w.services, u, w.any),
+            };
+            let timed_out = !met && w.deadline.is_some_and(|d| d <= now);
+            if met || timed_out {
+                let mut r = self.ok(self.sup.status(&w.services).unwrap_or_default());
+                r.timed_out = timed_out;
+                if let Some(s) = self.server.as_mut() {
+                    s.reply(w.conn, &r);
+                }
+            } else {
+                self.waits.push(w);
+            }
+        }
+    }
+}
+
+/// Are there children left to reap (known or orphans)? Asks without reaping.
+fn has_children() -> bool {
+    // SAFETY: waitid with a valid out-pointer; WNOWAIT leaves any status in place.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) == 0
+    }
+}

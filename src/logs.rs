@@ -1,0 +1,456 @@
+//! Log plumbing: line splitting, timestamps, s6-style rotated files, and non-blocking sinks for
+//! the container's stdout/stderr (a stalled `docker logs` reader must never block PID 1).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longer lines are split into pieces of this size, never dropped.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Accumulates bytes and hands out complete lines (without the newline).
+#[derive(Default)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feed bytes; `emit` gets every complete line, and every MAX_LINE-sized piece of a long one.
+    pub fn feed(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8])) {
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            if self.buf.is_empty() {
+                for piece in data[..i].chunks(MAX_LINE) {
+                    emit(piece);
+                }
+                if i == 0 {
+                    emit(b"");
+                }
+            } else {
+                self.buf.extend_from_slice(&data[..i]);
+                let line = std::mem::take(&mut self.buf);
+                for piece in line.chunks(MAX_LINE) {
+                    emit(piece);
+                }
+            }
+            data = &data[i + 1..];
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= MAX_LINE {
+            let rest = self.buf.split_off(MAX_LINE);
+            emit(&std::mem::replace(&mut self.buf, rest));
+        }
+    }
+
+    /// The partial last line, if any (at EOF).
+    pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(&std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// s6-log's `T` prefix (ISO 8601 with a space, UTC): `2026-11-23 08:38:33.876905781  `.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (y, mo, da) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{da:02} {:02}:{:02}:{:02}.{:09}  ", s / 3600, s / 60 % 60, s % 60, d.subsec_nanos())
+}
+
+/// `%Y-%m-%dT%H:%M:%S+0000`, the boot log's format (UTC).
+pub fn iso_seconds(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (y, mo, da) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}+0000", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// s6's archive name: `@` + TAI64N label + `.s`.
+pub fn tai64n_name(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("@{:016x}{:08x}.s", (1u64 << 62) + d.as_secs() + 10, d.subsec_nanos())
+}
+
+/// `current` plus archives in one directory, rotated by rename like s6-log:
+/// when the next line would push `current` past `max_bytes`, it becomes `@<tai64n>.s` and the
+/// oldest archives beyond `keep` are deleted. No lock file: two writers never fail each other.
+pub struct RotatingFile {
+    pub dir: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    owner: Option<(u32, u32)>,
+    file: Option<File>,
+    /// Bytes in `current`, including what is still in `buf`.
+    size: u64,
+    buf: Vec<u8>,
+    /// Set while an error episode lasts, so it is reported once.
+    failing: bool,
+}
+
+impl RotatingFile {
+    pub fn new(dir: PathBuf, max_bytes: u64, keep: u32, owner: Option<(u32, u32)>) -> RotatingFile {
+        RotatingFile {
+            dir,
+            max_bytes: max_bytes.max(1),
+            keep: keep.max(1),
+            owner,
+            file: None,
+            size: 0,
+            buf: Vec::new(),
+            failing: false,
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<()> {
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir)?;
+            if let Some((u, g)) = self.owner {
+                let _ = std::os::unix::fs::lchown(&self.dir, Some(u), Some(g));
+            }
+        }
+        let path = self.dir.join("current");
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        let md = f.metadata()?;
+        if let Some((u, g)) = self.owner {
+            if md.uid() != u || md.gid() != g {
+                std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+            }
+        }
+        self.size = md.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let cur = self.dir.join("current");
+        std::fs::rename(&cur, self.dir.join(tai64n_name(SystemTime::now())))?;
+        let mut archives: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with('@') && (n.ends_with(".s") || n.ends_with(".u")))
+            .collect();
+        archives.sort();
+        let excess = archives.len().saturating_sub(self.keep as usize);
+        for old in &archives[..excess] {
+            let _ = std::fs::remove_file(self.dir.join(old));
+        }
+        self.open()
+    }
+
+    /// Append one line (a newline is added); it reaches the file at the next `flush` or when
+    /// 64 KiB are buffered. Errors are reported once per failure episode: later failures in
+    /// the same episode return Ok so the caller reports it only once.
+    pub fn write_line(&mut self, prefix: &str, line: &[u8]) -> Result<(), std::io::Error> {
+        let len = (prefix.len() + line.len() + 1) as u64;
+        let r = (|| {
+            if self.file.is_none() {
+                self.open()?;
+            }
+            if self.size > 0 && self.size + len > self.max_bytes {
+                self.write_out()?;
+                self.rotate()?;
+            }
+            self.buf.extend_from_slice(prefix.as_bytes());
+            self.buf.extend_from_slice(line);
+            self.buf.push(b'\n');
+            self.size += len;
+            if self.buf.len() >= 64 * 1024 { self.write_out() } else { Ok(false) }
+        })();
+        self.episode(r)
+    }
+
+    /// Write what is buffered.
+    pub fn flush(&mut self) -> Result<(), std::io::Error> {
+        let r = self.write_out();
+        self.episode(r)
+    }
+
+    /// Returns whether bytes reached the file.
+    fn write_out(&mut self) -> std::io::Result<bool> {
+        if self.buf.is_empty() {
+            return Ok(false);
+        }
+        let f = match self.file.as_mut() {
+            Some(f) => f,
+            None => {
+                self.open()?;
+                self.file.as_mut().expect("opened above")
+            }
+        };
+        let r = f.write_all(&self.buf);
+        // On failure the lines are lost for the file (disk full…); the stdout copy still has them.
+        self.buf.clear();
+        r.map(|()| true)
+    }
+
+    /// An episode of failures ends only when bytes reach the file again.
+    fn episode(&mut self, r: std::io::Result<bool>) -> Result<(), std::io::Error> {
+        match r {
+            Ok(wrote) => {
+                if wrote {
+                    self.failing = false;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.file = None;
+                self.buf.clear();
+                if std::mem::replace(&mut self.failing, true) { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+}
+
+/// A non-blocking writer onto one of the process's standard streams, with a bounded buffer.
+/// Whole lines are queued or dropped (and counted): never a torn line, never a block.
+pub struct Sink {
+    fd: Option<OwnedFd>,
+    socket: bool,
+    buf: VecDeque<u8>,
+    cap: usize,
+    pub dropped_lines: u64,
+}
+
+impl Sink {
+    /// Open a private file description on fd `which` (1 or 2), so that O_NONBLOCK does not leak
+    /// into the main program, which shares the original one.
+    pub fn open(which: i32, cap: usize) -> Sink {
+        let path = format!("/proc/self/fd/{which}");
+        let st = nix::sys::stat::fstat(which).ok();
+        let socket = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+        let reopened = (!socket)
+            .then(|| {
+                OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+                    .open(&path)
+                    .ok()
+            })
+            .flatten();
+        let fd = match reopened {
+            Some(f) => Some(OwnedFd::from(f)),
+            // Sockets (and a missing /proc): a dup, written with MSG_DONTWAIT where possible.
+            None => nix::unistd::dup(which).ok().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+        };
+        if let Some(fd) = &fd {
+            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        }
+        Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0 }
+    }
+
+    /// A sink that writes to a given fd (tests, benchmarks).
+    pub fn from_fd(fd: OwnedFd, cap: usize) -> Sink {
+        Sink { fd: Some(fd), socket: false, buf: VecDeque::new(), cap, dropped_lines: 0 }
+    }
+
+    pub fn raw_fd(&self) -> Option<i32> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Queue one line (newline added) and try to write.
+    pub fn line(&mut self, line: &[u8]) {
+        self.record(&[line, b"\n"]);
+    }
+
+    /// Queue one record made of parts, all or nothing; written by the next `flush` (or at once
+    /// when the buffer is full).
+    pub fn record(&mut self, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.buf.len() + len > self.cap {
+            self.flush();
+            if self.buf.len() + len > self.cap {
+                self.dropped_lines += 1;
+                return;
+            }
+        }
+        for p in parts {
+            self.buf.extend(p.iter());
+        }
+    }
+
+    /// Write as much as the reader takes now.
+    pub fn flush(&mut self) {
+        let Some(fd) = &self.fd else {
+            self.buf.clear();
+            return;
+        };
+        while !self.buf.is_empty() {
+            let (a, _) = self.buf.as_slices();
+            let n = if self.socket {
+                // SAFETY: valid buffer and fd.
+                unsafe {
+                    libc::send(fd.as_raw_fd(), a.as_ptr().cast(), a.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                }
+            } else {
+                // SAFETY: valid buffer and fd.
+                unsafe { libc::write(fd.as_raw_fd(), a.as_ptr().cast(), a.len()) }
+            };
+            if n > 0 {
+                self.buf.drain(..n as usize);
+                continue;
+            }
+            let err = nix::Error::last();
+            if n < 0 && err == nix::Error::EINTR {
+                continue;
+            }
+            if n < 0 && err != nix::Error::EAGAIN {
+                // The reader is gone (EPIPE) or the fd is broken: nothing more can be delivered.
+                self.buf.clear();
+            }
+            return;
+        }
+    }
+}
+
+/// PID 1's own diagnostics: `hermesinit: LEVEL message` on stderr, never blocking.
+static STDERR: Mutex<Option<Sink>> = Mutex::new(None);
+
+struct StderrWriter;
+
+impl Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut guard = STDERR.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = guard.get_or_insert_with(|| Sink::open(2, 256 * 1024));
+        sink.record(&[b"hermesinit: ", buf]);
+        sink.flush();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Flush what the stderr sink still holds (called by the event loop when stderr is writable).
+pub fn flush_stderr() -> bool {
+    let mut guard = STDERR.lock().unwrap_or_else(|p| p.into_inner());
+    guard.as_mut().map(|s| {
+        s.flush();
+        s.pending()
+    }) == Some(true)
+}
+
+/// Install the tracing subscriber (level from `HERMESINIT_LOG`, default info).
+pub fn init_tracing() {
+    let level = match std::env::var("HERMESINIT_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .without_time()
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(|| StderrWriter)
+        .try_init();
+}
+
+/// Does this path exist as a real directory (not through a symlink)?
+pub fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn lines(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, |l| out.push(l.to_vec()));
+        }
+        s.flush(|l| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn splitter_joins_chunks_splits_long_lines_and_flushes_the_tail() {
+        assert_eq!(lines(&[b"ab", b"c\nd\n\ne"]), vec![b"abc".to_vec(), b"d".to_vec(), b"".to_vec(), b"e".to_vec()]);
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        let got = lines(&[&long, b"\n"]);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
+        let mut one = long.clone();
+        one.push(b'\n');
+        assert_eq!(lines(&[&one]).iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
+    }
+
+    #[test]
+    fn timestamps_match_s6_log_and_iso() {
+        let t = UNIX_EPOCH + Duration::new(1_795_423_113, 876_905_781);
+        assert_eq!(timestamp(t), "2026-11-23 08:38:33.876905781  ");
+        assert_eq!(iso_seconds(t), "2026-11-23T08:38:33+0000");
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00.000000000  ");
+        assert_eq!(tai64n_name(UNIX_EPOCH + Duration::new(1, 2)), "@400000000000000b00000002.s");
+    }
+
+    #[test]
+    fn rotation_keeps_n_archives_and_never_exceeds_the_size() {
+        let dir = std::env::temp_dir().join(format!("hi-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut f = RotatingFile::new(dir.clone(), 100, 3, None);
+        for i in 0..40 {
+            f.write_line("", format!("line {i:03} ........").as_bytes()).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names[3], "current");
+        for n in &names {
+            assert!(std::fs::metadata(dir.join(n)).unwrap().len() <= 100);
+        }
+        let cur = std::fs::read_to_string(dir.join("current")).unwrap();
+        assert!(cur.ends_with("line 039 ........\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sink_drops_whole_lines_when_the_reader_stalls() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let mut s = Sink::from_fd(w, 1000);
+        let line = [b'a'; 99];
+        for _ in 0..2000 {
+            s.line(&line); // 200 kB into a 64 kB pipe that nobody reads: must not block
+            s.flush();
+        }
+        assert!(s.dropped_lines > 0);
+        assert!(s.pending());
+        drop(r);
+    }
+}

@@ -1,0 +1,147 @@
+//! Small pure rules shared by several roles: truthiness and the main-program routing.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The real Hermes CLI. Always called by absolute path so nothing can re-enter the shim.
+pub const HERMES_REAL: &str = "/opt/hermes/.venv/bin/hermes";
+pub const HERMES_HOME_DEFAULT: &str = "/opt/data";
+/// Where the s6 front ends live; on the PATH of everything init starts.
+pub const COMMAND_DIR: &str = "/command";
+
+/// C-TRUE: exactly these spellings are true; everything else (including unset) is false.
+pub fn truthy(v: Option<&str>) -> bool {
+    matches!(v, Some("1" | "true" | "TRUE" | "True" | "yes" | "YES" | "Yes"))
+}
+
+pub fn env_truthy(name: &str) -> bool {
+    truthy(std::env::var(name).ok().as_deref())
+}
+
+/// C-MAIN-1..5: what `docker run <image> ARGS…` runs. Returns the argv to exec, with a
+/// resolved path in front.
+pub fn route_main(args: &[String], path_var: &str) -> Vec<String> {
+    let hermes = |rest: &[String]| {
+        let mut v = vec![HERMES_REAL.to_string()];
+        v.extend_from_slice(rest);
+        v
+    };
+    let Some(first) = args.first() else {
+        return hermes(args);
+    };
+    if first.starts_with('-') || first == "mcp" || first == "login" {
+        return hermes(args);
+    }
+    match which(first, path_var) {
+        Some(p) => {
+            let mut v = vec![p.to_string_lossy().into_owned()];
+            v.extend_from_slice(&args[1..]);
+            v
+        }
+        None => hermes(args),
+    }
+}
+
+/// `execvp`'s lookup, done before fork: a name with a slash is taken as is.
+pub fn which(name: &str, path_var: &str) -> Option<PathBuf> {
+    if name.is_empty() {
+        return None;
+    }
+    if name.contains('/') {
+        return is_executable(Path::new(name)).then(|| PathBuf::from(name));
+    }
+    path_var
+        .split(':')
+        .map(|d| if d.is_empty() { Path::new(".") } else { Path::new(d) })
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// PATH with `/command` appended when it is missing (C-IMG-4).
+pub fn path_with_command(path_var: Option<&OsStr>) -> String {
+    let base = path_var.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+    let base = base.unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    if base.split(':').any(|d| d == COMMAND_DIR) {
+        base
+    } else if base.is_empty() {
+        COMMAND_DIR.to_string()
+    } else {
+        format!("{base}:{COMMAND_DIR}")
+    }
+}
+
+/// Map a wait status to the container's exit code (C-INIT-2).
+pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<i32> {
+    use nix::sys::wait::WaitStatus::*;
+    match status {
+        Exited(_, code) => Some(code & 0xff),
+        Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn c_true_exact_spellings() {
+        for t in ["1", "true", "TRUE", "True", "yes", "YES", "Yes"] {
+            assert!(truthy(Some(t)), "{t}");
+        }
+        for f in ["0", "false", "no", "", "garbage", "2", "tRue", " 1", "on", "y"] {
+            assert!(!truthy(Some(f)), "{f:?}");
+        }
+        assert!(!truthy(None));
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn c_main_routing_table() {
+        let path = "/usr/bin:/bin";
+        let h = HERMES_REAL;
+        let cases: &[(&[&str], &[&str])] = &[
+            (&[], &[h]),                         // C-MAIN-1
+            (&["--version"], &[h, "--version"]), // C-MAIN-2
+            (&["-p", "coder", "gateway", "run"], &[h, "-p", "coder", "gateway", "run"]),
+            (&["mcp", "--help"], &[h, "mcp", "--help"]), // C-MAIN-3
+            (&["login"], &[h, "login"]),
+            (&["sh", "-c", "exit 42"], &["/usr/bin/sh", "-c", "exit 42"]), // C-MAIN-4
+            (&["chat", "-q", "hi"], &[h, "chat", "-q", "hi"]),             // C-MAIN-5
+            (&["gateway", "run"], &[h, "gateway", "run"]),
+            (&["dashboard"], &[h, "dashboard"]),
+            (&["/bin/true"], &["/bin/true"]),
+        ];
+        for (args, want) in cases {
+            assert_eq!(route_main(&s(args), path), s(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn command_dir_is_appended_once() {
+        assert_eq!(path_with_command(Some(OsStr::new("/bin"))), "/bin:/command");
+        assert_eq!(path_with_command(Some(OsStr::new("/command:/bin"))), "/command:/bin");
+    }
+
+    #[test]
+    fn c_init_2_exit_codes_map_for_every_value() {
+        let p = Pid::from_raw(2);
+        for code in 0..=255 {
+            assert_eq!(exit_code(WaitStatus::Exited(p, code)), Some(code));
+        }
+        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, false)), Some(143));
+        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, true)), Some(137));
+    }
+}

@@ -1,0 +1,179 @@
+//! fork + exec as a list of small pre-exec steps, each one a syscall (C-SVC-8).
+//!
+//! Everything that allocates or reads files happens before `fork`; the child only runs
+//! async-signal-safe calls, and reports a failed step through a CLOEXEC pipe so the parent
+//! gets a real error instead of a mysterious exit 127.
+
+use crate::creds::{self, Identity};
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Process-group placement of the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// New session (and group): services.
+    Session,
+    /// New process group, made the foreground group of this terminal if given: the main program.
+    Own { tty: Option<RawFd> },
+}
+
+pub struct Command {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    pub cwd: Option<CString>,
+    pub identity: Option<Identity>,
+    pub group: Group,
+    /// fds to install as 0, 1, 2; `None` keeps the parent's.
+    pub stdio: [Option<RawFd>; 3],
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub step: &'static str,
+    pub errno: nix::Error,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.errno)
+    }
+}
+
+impl std::error::Error for Error {}
+
+const STEPS: [&str; 7] = ["setsid", "setpgid", "tcsetpgrp", "dup2", "chdir", "switch identity", "execve"];
+
+fn cstr(s: impl AsRef<[u8]>) -> CString {
+    // Interior NULs cannot come from argv or the environment; strip them defensively.
+    CString::new(s.as_ref().iter().copied().filter(|&b| b != 0).collect::<Vec<u8>>()).unwrap_or_default()
+}
+
+impl Command {
+    pub fn new<S: AsRef<[u8]>>(argv: &[S]) -> Command {
+        Command {
+            argv: argv.iter().map(cstr).collect(),
+            env: Vec::new(),
+            cwd: None,
+            identity: None,
+            group: Group::Session,
+            stdio: [None; 3],
+        }
+    }
+
+    /// Replace the whole environment.
+    pub fn env<K: AsRef<OsStr>, V: AsRef<OsStr>>(&mut self, vars: impl IntoIterator<Item = (K, V)>) -> &mut Self {
+        self.env = vars
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_ref().as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_ref().as_bytes());
+                cstr(kv)
+            })
+            .collect();
+        self
+    }
+
+    pub fn cwd(&mut self, dir: &std::path::Path) -> &mut Self {
+        self.cwd = Some(cstr(dir.as_os_str().as_bytes()));
+        self
+    }
+
+    pub fn spawn(&self) -> Result<Pid, Error> {
+        let argv: Vec<*const libc::c_char> =
+            self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let envp: Vec<*const libc::c_char> =
+            self.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        if self.argv.is_empty() {
+            return Err(Error { step: "execve", errno: nix::Error::EINVAL });
+        }
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error { step: "pipe", errno: e })?;
+        // SAFETY: PID 1 is single-threaded; the child only makes async-signal-safe calls.
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error { step: "fork", errno: e })? {
+            ForkResult::Child => {
+                let (step, errno) = self.child_steps(&argv, &envp);
+                let msg = [step as u8, 0, 0, 0, errno as u8, (errno >> 8) as u8, (errno >> 16) as u8, 0];
+                // SAFETY: write/_exit are async-signal-safe.
+                unsafe {
+                    libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+                    libc::_exit(if step == 6 && errno == libc::ENOENT { 127 } else { 126 });
+                }
+            }
+            ForkResult::Parent { child } => {
+                drop(wr);
+                let mut msg = [0u8; 8];
+                let n = loop {
+                    match nix::unistd::read(rd.as_raw_fd(), &mut msg) {
+                        Err(nix::Error::EINTR) => continue,
+                        r => break r.unwrap_or(0),
+                    }
+                };
+                if n == msg.len() {
+                    let errno = i32::from(msg[4]) | i32::from(msg[5]) << 8 | i32::from(msg[6]) << 16;
+                    let step = STEPS.get(msg[0] as usize).copied().unwrap_or("exec");
+                    return Err(Error { step, errno: nix::Error::from_raw(errno) });
+                }
+                Ok(child)
+            }
+        }
+    }
+
+    /// Runs in the child. Returns only on failure: (step index, errno).
+    fn child_steps(&self, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> (usize, i32) {
+        let errno = || nix::Error::last() as i32;
+        // SAFETY: every call below is async-signal-safe and gets valid pointers.
+        unsafe {
+            match self.group {
+                Group::Session => {
+                    if libc::setsid() < 0 {
+                        return (0, errno());
+                    }
+                }
+                Group::Own { tty } => {
+                    if libc::setpgid(0, 0) < 0 {
+                        return (1, errno());
+                    }
+                    // Signals are still blocked here, so SIGTTOU cannot stop us.
+                    if let Some(fd) = tty {
+                        if libc::tcsetpgrp(fd, libc::getpid()) < 0 {
+                            return (2, errno());
+                        }
+                    }
+                }
+            }
+            for (target, src) in self.stdio.iter().enumerate() {
+                if let Some(fd) = *src {
+                    if fd != target as RawFd && libc::dup2(fd, target as RawFd) < 0 {
+                        return (3, errno());
+                    }
+                }
+            }
+            // Nothing beyond 0-2 survives exec: mark the rest close-on-exec.
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            if let Some(dir) = &self.cwd {
+                if libc::chdir(dir.as_ptr()) < 0 {
+                    return (4, errno());
+                }
+            }
+            if let Some(id) = &self.identity {
+                if let Err(e) = id.switch() {
+                    let code = match e {
+                        creds::Error::Syscall(_, n) => n as i32,
+                        _ => libc::EPERM,
+                    };
+                    return (5, code);
+                }
+            }
+            creds::reset_signals();
+            libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
+            (6, errno())
+        }
+    }
+}

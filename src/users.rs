@@ -1,0 +1,155 @@
+//! `/etc/passwd` and `/etc/group`, read by hand: a static glibc has no NSS.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const PASSWD: &str = "/etc/passwd";
+pub const GROUP: &str = "/etc/group";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Io(PathBuf, std::io::Error),
+    Malformed { path: PathBuf, line: usize, why: &'static str },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            Error::Malformed { path, line, why } => {
+                write!(f, "{}:{line}: malformed entry: {why}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| Error::Io(path.to_path_buf(), e))
+}
+
+/// Lines worth parsing, with their 1-based numbers: blank lines, comments and NIS `+`/`-`
+/// entries are skipped, as glibc does.
+fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(['+', '-']))
+}
+
+pub fn parse_passwd(path: &Path, text: &str) -> Result<Vec<User>, Error> {
+    entries(text)
+        .map(|(line, l)| {
+            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return Err(bad("expected 7 ':'-separated fields"));
+            }
+            Ok(User {
+                name: f[0].to_string(),
+                uid: f[2].parse().map_err(|_| bad("uid is not a number"))?,
+                gid: f[3].parse().map_err(|_| bad("gid is not a number"))?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+pub fn parse_group(path: &Path, text: &str) -> Result<Vec<Group>, Error> {
+    entries(text)
+        .map(|(line, l)| {
+            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return Err(bad("expected 4 ':'-separated fields"));
+            }
+            Ok(Group {
+                name: f[0].to_string(),
+                gid: f[2].parse().map_err(|_| bad("gid is not a number"))?,
+                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+pub fn users() -> Result<Vec<User>, Error> {
+    let p = Path::new(PASSWD);
+    parse_passwd(p, &read(p)?)
+}
+
+pub fn groups() -> Result<Vec<Group>, Error> {
+    let p = Path::new(GROUP);
+    parse_group(p, &read(p)?)
+}
+
+pub fn user_by_name(name: &str) -> Result<Option<User>, Error> {
+    Ok(users()?.into_iter().find(|u| u.name == name))
+}
+
+pub fn user_by_uid(uid: u32) -> Result<Option<User>, Error> {
+    Ok(users()?.into_iter().find(|u| u.uid == uid))
+}
+
+pub fn group_by_name(name: &str) -> Result<Option<Group>, Error> {
+    Ok(groups()?.into_iter().find(|g| g.name == name))
+}
+
+/// initgroups(3): the primary gid first, then every group that lists `user` as a member.
+pub fn supplementary_gids(groups: &[Group], user: &str, primary: u32) -> Vec<u32> {
+    let mut gids = vec![primary];
+    for g in groups {
+        if g.members.iter().any(|m| m == user) && !gids.contains(&g.gid) {
+            gids.push(g.gid);
+        }
+    }
+    gids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PW: &str = "root:x:0:0:root:/root:/bin/bash\n\n# comment\nhermes:x:10000:10000::/opt/data:/bin/sh\n";
+    const GR: &str = "root:x:0:\nhermes:x:10000:\naudio:x:29:hermes,bob\nvideo:x:44:bob\n";
+
+    #[test]
+    fn passwd_entries_parse_and_skip_comments() {
+        let u = parse_passwd(Path::new("/etc/passwd"), PW).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1], User { name: "hermes".into(), uid: 10000, gid: 10000, home: "/opt/data".into() });
+    }
+
+    #[test]
+    fn malformed_passwd_line_names_file_and_line() {
+        let e = parse_passwd(Path::new("/x/passwd"), "root:x:0:0:r:/root:/bin/sh\nbad:x:zz:0::/:/bin/sh\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "/x/passwd:2: malformed entry: uid is not a number");
+        let e = parse_group(Path::new("/x/group"), "a:x:1:\nshort:x\n").unwrap_err().to_string();
+        assert_eq!(e, "/x/group:2: malformed entry: expected 4 ':'-separated fields");
+    }
+
+    #[test]
+    fn supplementary_groups_follow_initgroups() {
+        let g = parse_group(Path::new("/etc/group"), GR).unwrap();
+        assert_eq!(supplementary_gids(&g, "hermes", 10000), vec![10000, 29]);
+        assert_eq!(supplementary_gids(&g, "bob", 100), vec![100, 29, 44]);
+        assert_eq!(supplementary_gids(&g, "nobody", 65534), vec![65534]);
+    }
+}

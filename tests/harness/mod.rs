@@ -1,0 +1,205 @@
+//! Runs the real binary as PID 1 of a fresh PID + mount namespace, on a fake root: /etc/passwd,
+//! /etc/group, /opt and /run are replaced inside the namespace only, so the host's real files
+//! are never touched. Every run has a hard timeout.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hermesinit");
+
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+hermes:x:10000:10000:Hermes:/opt/data:/bin/sh\n\
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+pub const GROUP: &str = "root:x:0:\nhermes:x:10000:\naudio:x:29:hermes\nnogroup:x:65534:\n";
+
+/// A stand-in for the Hermes CLI: reports who ran it and with what.
+pub const FAKE_HERMES: &str =
+    "#!/bin/sh\necho \"HERMES uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME args=$*\"\n";
+
+pub struct Root {
+    pub dir: PathBuf,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Root {
+    pub fn new(tag: &str) -> Root {
+        let dir = std::env::temp_dir().join(format!("hermesinit-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("opt/hermes/.venv/bin")).unwrap();
+        std::fs::create_dir_all(dir.join("opt/data")).unwrap();
+        std::fs::create_dir_all(dir.join("cont-init.d")).unwrap();
+        std::fs::write(dir.join("passwd"), PASSWD).unwrap();
+        std::fs::write(dir.join("group"), GROUP).unwrap();
+        let r = Root { dir };
+        r.write_exec("opt/hermes/.venv/bin/hermes", FAKE_HERMES);
+        r.config("");
+        r
+    }
+
+    pub fn write_exec(&self, rel: &str, text: &str) {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// hermesinit's config; `extra` is appended YAML.
+    pub fn config(&self, extra: &str) {
+        let grace = if extra.contains("kill_grace_ms") { "" } else { "kill_grace_ms: 1000\n" };
+        let c = format!("cont_init_dir: {}/cont-init.d\n{grace}{extra}", self.dir.display());
+        std::fs::write(self.dir.join("config.yaml"), c).unwrap();
+    }
+
+    /// The shell that sets up the namespace's view and then execs `cmd` as PID 1.
+    fn setup(&self, pre: &str) -> String {
+        let d = self.dir.display();
+        format!(
+            "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/service; chown 10000:10000 /run/service; \
+             mount --bind {d}/passwd /etc/passwd; mount --bind {d}/group /etc/group; \
+             mount --bind {d}/opt /opt; chown -R 10000:10000 /opt/data; {pre} set +e; "
+        )
+    }
+
+    /// Run `hermesinit init ARGS…` as PID 1. `env` adds variables.
+    pub fn init(&self, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Out {
+        self.run_ns(true, "", &format!("exec {BIN} init \"$@\""), args, env, timeout)
+    }
+
+    /// Run a shell snippet inside the namespace (as PID 1 when `pid1`), with "$@" = args.
+    pub fn run_ns(
+        &self,
+        pid1: bool,
+        pre: &str,
+        body: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Out {
+        let script = format!("{}{body}", self.setup(pre));
+        let mut cmd = Command::new("unshare");
+        if pid1 {
+            cmd.args(["--pid", "--fork", "--mount-proc"]);
+        }
+        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script, "sh"]);
+        cmd.args(args);
+        cmd.env("HERMESINIT_CONFIG", self.dir.join("config.yaml"));
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(cmd, timeout)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A namespace still running: signal its PID 1 from the host, then collect the result.
+pub struct Running {
+    child: std::process::Child,
+    t0: Instant,
+    ho: std::thread::JoinHandle<String>,
+    he: std::thread::JoinHandle<String>,
+    desc: String,
+}
+
+impl Root {
+    /// Start `hermesinit init ARGS…` as PID 1 and return at once.
+    pub fn spawn_init(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let script = format!("{}exec {BIN} init \"$@\"", self.setup(""));
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"]);
+        cmd.arg(&script).arg("sh").args(args);
+        cmd.env("HERMESINIT_CONFIG", self.dir.join("config.yaml"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        start(cmd)
+    }
+}
+
+impl Running {
+    /// The host pid of the namespace's PID 1 (unshare's only child), once it exists.
+    pub fn pid1(&self) -> i32 {
+        let u = self.child.id();
+        for _ in 0..400 {
+            if let Ok(c) = std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")) {
+                if let Some(p) = c.split_whitespace().next() {
+                    // Wait until the setup shell has exec'd into hermesinit.
+                    let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
+                    if exe.to_string_lossy().contains("hermesinit") {
+                        return p.parse().unwrap();
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("PID 1 of the namespace did not appear");
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid1(), sig) };
+    }
+
+    pub fn wait(mut self, timeout: Duration) -> Out {
+        let code = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code().unwrap_or(-1);
+            }
+            if self.t0.elapsed() > timeout {
+                unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+                let _ = self.child.wait();
+                panic!("hang guard: still running after {timeout:?}: {}", self.desc);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let elapsed = self.t0.elapsed();
+        Out { code, stdout: self.ho.join().unwrap(), stderr: self.he.join().unwrap(), elapsed }
+    }
+}
+
+fn start(mut cmd: Command) -> Running {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let ho = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let he = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    Running { child, t0, ho, he, desc: format!("{cmd:?}") }
+}
+
+/// Run a command with a hard timeout (the whole process group is killed at the deadline).
+pub fn run(cmd: Command, timeout: Duration) -> Out {
+    start(cmd).wait(timeout)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn path(p: &str) -> &Path {
+    Path::new(p)
+}
