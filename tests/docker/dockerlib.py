@@ -40,6 +40,8 @@ HERMES_HOME = "/opt/data"
 BOOT_LOG = f"{HERMES_HOME}/logs/container-boot.log"
 SCANDIR = "/run/service"
 READY_TIMEOUT = 60
+# The main program's argv[0] in ps: as given ("sleep") or resolved on PATH ("/usr/bin/sleep").
+ARGV0 = r"^(\S*/)?"
 POLL = 0.2
 
 T = TypeVar("T")
@@ -188,8 +190,9 @@ class Container:
         rx = re.compile(pattern)
         return [p for p in self.procs() if rx.search(p.args) and not p.args.startswith("ps -eo")]
 
-    def environ(self, pid: int) -> dict[str, str]:
-        r = self.exec("cat", f"/proc/{pid}/environ", user="root")
+    def environ(self, pid: int, user: str = "hermes") -> dict[str, str]:
+        """A process's environment, read as its own user (root lacks CAP_SYS_PTRACE here)."""
+        r = self.exec("cat", f"/proc/{pid}/environ", user=user)
         env = {}
         for item in r.stdout.split("\0"):
             if "=" in item:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerlib import BOOT_LOG, HERMES_HOME, SCANDIR, Container, Fleet, describe, docker, wait_for
+from dockerlib import ARGV0, BOOT_LOG, HERMES_HOME, SCANDIR, Container, Fleet, describe, docker, wait_for
 
 SUBTREES = ["profiles", "cron", "sessions", "logs", "hooks", "memories", "skills", "skins", "plans",
             "workspace", "home", "pairing", "platforms/pairing"]
@@ -78,7 +78,7 @@ def test_c_boot_2_uid_gid_remap(fleet: Fleet, env: dict[str, str], uid: int, gid
     assert c.ok("id", "-u", "hermes").strip() == str(uid)
     assert c.ok("id", "-g", "hermes").strip() == str(gid)
     assert c.ok("stat", "-c", "%u:%g", HERMES_HOME).strip() == f"{uid}:{gid}"
-    [main] = c.find(r"^sleep infinity$")
+    [main] = c.find(ARGV0 + r"sleep infinity$")
     assert main.uid == uid, "the main program runs as the remapped hermes"
     logs = c.logs()
     assert re.search(rf"UID\D*{uid}\b", logs) and re.search(rf"GID\D*{gid}\b", logs), c.logs_tail()

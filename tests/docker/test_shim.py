@@ -32,7 +32,7 @@ def test_c_shim_1_other_non_root_user_keeps_its_identity(idle: Container) -> Non
     idle.ok("install", "-d", "-o", "12345", "-g", "12345", home, user="root")
     r = idle.exec("hermes", "config", "set", "x", "1", user="12345:12345", env={"HERMES_HOME": home})
     assert r.returncode == 0, describe(r)
-    assert idle.ok("stat", "-c", "%u:%g", f"{home}/config.yaml").strip() == "12345:12345"
+    assert idle.ok("stat", "-c", "%u:%g", f"{home}/config.yaml", user="root").strip() == "12345:12345"
 
 
 def test_c_shim_2_dropped_process_has_hermes_groups_and_home(idle: Container) -> None:

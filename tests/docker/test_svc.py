@@ -139,13 +139,19 @@ def _starts(c: Container, slot: str) -> list[float]:
     return [float(x) for x in r.stdout.split()] if r.returncode == 0 else []
 
 
+HERMES_FINISH = ("from hermes_cli.service_manager import S6ServiceManager as M; "
+                 "print(M._render_finish_script(), end='')")
+
+
 def _exiting_slot(c: Container, slot: str, how: str) -> None:
-    slot_script(c, slot, f"#!/bin/sh\ndate +%s.%N >> {STARTS}.{slot}\n{how}\n")
+    """A gateway slot laid out as Hermes lays it out (its own `finish`), whose
+    run script records each start and then exits as told."""
+    finish = c.ok("python3", "-c", HERMES_FINISH)
+    slot_script(c, slot, f"#!/bin/sh\ndate +%s.%N >> {STARTS}.{slot}\n{how}\n", finish=finish)
 
 
 @pytest.mark.parametrize(("slot", "how"), [("gateway-exit0", "exit 0"), ("gateway-exit78", "exit 78")])
-def test_c_svc_3_exit_0_or_78_stays_down(idle: Container, slot: str, how: str) -> None:
-    _exiting_slot(idle, slot, how)
+def test_c_svc_3_gateway_exit_0_or_78_stays_down(idle: Container, slot: str, how: str) -> None:
     wait_for(lambda: _starts(idle, slot), 15, f"{slot} to start once")
     idle.wait_slot_down(slot)
     time.sleep(3)  # the observation window: a restart would come within it
@@ -154,7 +160,7 @@ def test_c_svc_3_exit_0_or_78_stays_down(idle: Container, slot: str, how: str) -
 
 
 @pytest.mark.parametrize(("slot", "how"), [("gateway-exit1", "exit 1"), ("gateway-killed", "kill -9 $$")])
-def test_c_svc_3_other_exits_and_signals_restart(idle: Container, slot: str, how: str) -> None:
+def test_c_svc_3_gateway_other_exits_and_signals_restart(idle: Container, slot: str, how: str) -> None:
     _exiting_slot(idle, slot, f"sleep 0.5; {how}")
     wait_for(lambda: len(_starts(idle, slot)) >= 2, 15, f"{slot} to be restarted")
     idle.svc("-d", slot, user="root")
@@ -183,7 +189,14 @@ def test_c_svc_6_status_works_for_root_and_hermes(idle: Container) -> None:
         assert _status(idle, "dashboard", user=user) == "down"
 
 
-def test_c_svc_6_other_users_are_refused(idle: Container) -> None:
+def test_c_svc_6_other_users_may_not_control_services(dash: Container) -> None:
+    r = dash.exec("hermesinit", "svc", "down", "dashboard", user="12345:12345")
+    assert r.returncode != 0 and r.stderr.strip(), describe(r)
+    assert dash.listening(9120), "the refused request must not have acted"
+
+
+def test_c_svc_6_other_users_are_refused_even_status(idle: Container) -> None:
+    # The contract refuses the CLI to users other than root and hermes, status included.
     r = idle.exec("hermesinit", "svc", "status", user="12345:12345")
     assert r.returncode != 0 and r.stderr.strip(), describe(r)
 
