@@ -116,7 +116,8 @@ def test_c_boot_3_root_written_state_is_healed_after_restart(fleet: Fleet) -> No
     script = ["set -e"]
     for f in files:
         script.append(f"mkdir -p $(dirname {f}) && echo '{{}}' > {f} && chmod 600 {f}")
-    script.append("mkdir -p /opt/data/host-share && echo keep > /opt/data/host-share/f && chown -R 4242:4242 /opt/data/host-share")
+    script.append("mkdir -p /opt/data/host-share && echo keep > /opt/data/host-share/f")
+    script.append("chown -R 4242:4242 /opt/data/host-share")
     c.sh_ok("\n".join(script), user="root")
     assert c.owner(f"{HERMES_HOME}/auth.json") == "root:root"
     c.restart()
@@ -289,7 +290,8 @@ def test_c_boot_7_profiles_are_reconciled_from_their_state(fleet: Fleet) -> None
         script.append(f"mkdir -p profiles/{name} && echo persona > profiles/{name}/SOUL.md")
         if state is not None:
             script.append(f"printf '%s' '{state}' > profiles/{name}/gateway_state.json")
-    script.append("mkdir -p profiles/no-soul && printf '%s' '{\"gateway_state\":\"running\"}' > profiles/no-soul/gateway_state.json")
+    script.append("mkdir -p profiles/no-soul")
+    script.append("""printf '%s' '{"gateway_state":"running"}' > profiles/no-soul/gateway_state.json""")
     for where in ("profiles/beta", "."):
         script.append(f"echo 4242 > {where}/gateway.pid && echo '[]' > {where}/processes.json")
     c.sh_ok("\n".join(script))
