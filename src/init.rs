@@ -124,15 +124,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if let Err(e) = crate::users::groups() {
         warn!("{e}; supplementary groups will not be set");
     }
-    let hermes = match Identity::resolve(&cfg.user) {
-        Ok(h) => Some(h),
-        // As root we must be able to drop: never run the main program as root by accident.
-        Err(e) if uid == 0 => {
-            error!("fatal: stopping the container: cannot resolve the {} user: {e}", cfg.user);
-            return 1;
-        }
-        Err(_) => None,
-    };
+    let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
     if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
         eprintln!(
@@ -164,15 +156,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         error!("fatal: stopping the container: {}", f.reason);
         return if f.code == 0 { 1 } else { f.code };
     }
-    // Users may have changed ids during boot: resolve again.
-    let hermes = match Identity::resolve(&cfg.user) {
-        Ok(h) => Some(h),
-        Err(e) if uid == 0 => {
-            error!("fatal: stopping the container: cannot resolve the {} user after boot: {e}", cfg.user);
-            return 1;
-        }
-        Err(_) => None,
-    };
+    // Boot may have changed the user's ids: resolve again.
+    let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     let base_env = child_env(&cfg);
     let inotify = watch(&cfg.scan_dir);
     let mut init = Init {
@@ -204,6 +189,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
     init.run()
+}
+
+/// The unprivileged user. As root we must be able to drop to it: never run the main program as
+/// root by accident, so failing to resolve it is fatal then (and logged here).
+fn resolve_user(cfg: &Config, uid: u32) -> Result<Option<Identity>, ()> {
+    match Identity::resolve(&cfg.user) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user: {e}", cfg.user);
+            Err(())
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// The environment of every child: the container env, overlaid with the boot snapshot (hooks
