@@ -104,8 +104,15 @@ COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
 COPY docker/config.yaml /etc/hermesinit/config.yaml
 
 # One binary, many names: hermesinit picks its role from argv[0].
+# The runtime directories under /run are made here too, so that a container
+# started with --user 10000:10000 (no root to create them at boot) still gets
+# its env snapshot, scan directory and control socket. A root boot empties
+# and re-owns them; the sticky bit keeps root's socket out of hermes' reach.
 RUN set -eu; \
-    install -d -m 0755 /command /opt/hermes/bin /etc/cont-init.d; \
+    install -d -m 0755 /command /opt/hermes/bin /etc/cont-init.d /run/s6 /run/s6/basedir; \
+    install -d -o hermes -g hermes -m 0755 /run/service; \
+    install -d -o hermes -g hermes -m 0750 /run/s6/container_environment; \
+    install -d -o root -g hermes -m 1775 /run/hermesinit; \
     ln -s /usr/local/bin/hermesinit /init; \
     ln -s /usr/local/bin/hermesinit /opt/hermes/bin/hermes; \
     for tool in s6-svc s6-svstat s6-svscanctl s6-svwait s6-setuidgid s6-log with-contenv; do \

@@ -108,3 +108,10 @@ def test_c_main_8_user_10000_works(fleet: Fleet) -> None:
     r = fleet.once("sh", "-c", "id -u; echo MAIN-RAN", opts=["--user", "10000:10000"])
     assert r.returncode == 0, describe(r)
     assert r.stdout.splitlines()[-2:] == ["10000", "MAIN-RAN"], describe(r)
+
+
+def test_c_main_8_user_10000_still_gets_the_snapshot_and_the_supervisor(fleet: Fleet) -> None:
+    c = fleet.run("sleep", "infinity", opts=["--user", "10000:10000"])
+    assert c.read("/run/s6/container_environment/HERMES_HOME", user="hermes") == "/opt/data"
+    r = c.exec("hermesinit", "svc", "status")
+    assert r.returncode == 0 and "gateway-default" in r.stdout, describe(r)
