@@ -1,0 +1,132 @@
+# Hermes Agent on hermesinit.
+#
+#   docker build -t hermes-agent .
+#   docker run --rm -it -v hermes-data:/opt/data hermes-agent            # interactive hermes
+#   docker run -d -v hermes-data:/opt/data hermes-agent gateway run      # supervised gateway
+#
+# hermesinit (built from this repository) is PID 1, the service supervisor,
+# the privilege-drop shim and the s6 command-line surface Hermes Agent calls,
+# all in one static binary: no s6-overlay, no tini, no gosu, no shell glue.
+#
+# Offline builds: scripts/docker-prep fills .docker-cache/vendor (cargo
+# vendor) and .docker-cache/wheels (pip download) on the host. The stages
+# below use them when they are in the build context and fetch from
+# crates.io / PyPI when they are not.
+
+# ---------------------------------------------------------------- hermesinit
+FROM debian:trixie-slim AS hermesinit
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Debian's own toolchain (rustc/cargo 1.85, the crate's rust-version).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates cargo gcc libc6-dev rustc \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+# Prefetched crates, when present. The glob lets the build go on without
+# them; Cargo.lock only keeps the source list from being empty.
+COPY Cargo.lock .docker-cache/vendo[r] /src/.vendor/
+
+# crt-static needs an explicit --target so that proc-macros still build as
+# ordinary host dylibs.
+ENV RUSTFLAGS="-C target-feature=+crt-static"
+
+# Warm the dependency cache with a stand-in crate so that a change to src/
+# only rebuilds hermesinit itself. Best effort: the real build below is the
+# one that must succeed.
+RUN set -eu; \
+    rm /src/.vendor/Cargo.lock; \
+    if [ -n "$(ls -A /src/.vendor)" ]; then \
+        mkdir -p "$HOME/.cargo"; \
+        printf '[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "/src/.vendor"\n' \
+            > "$HOME/.cargo/config.toml"; \
+    fi; \
+    mkdir src; \
+    echo 'fn main() {}' > src/main.rs; \
+    : > src/lib.rs; \
+    cargo build --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" \
+        || echo "dependency warm-up failed; the real build will say why" >&2; \
+    rm -rf src
+
+COPY src ./src
+RUN set -eu; \
+    find src -type f -exec touch {} +; \
+    target="$(rustc -vV | sed -n 's/^host: //p')"; \
+    cargo build --release --locked --target "$target"; \
+    bin="target/$target/release/hermesinit"; \
+    if readelf -l "$bin" | grep -q 'program interpreter'; then \
+        echo "hermesinit is not statically linked" >&2; exit 1; \
+    fi; \
+    install -D -m 0755 "$bin" /out/hermesinit
+
+# ------------------------------------------------------------ hermes-agent
+FROM debian:trixie-slim AS venv
+ARG HERMES_VERSION=0.19.0
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+# Prefetched wheels, when present (docker/README.md keeps the list non-empty).
+COPY docker/README.md .docker-cache/wheel[s] /tmp/wheels/
+COPY docker/image-stamp.py /tmp/image-stamp.py
+
+# Everything under /opt/hermes is root-owned and read-only for the runtime
+# user; pip is removed once hermes-agent is in (lazy installs are disabled).
+RUN set -eu; \
+    python3 -m venv /opt/hermes/.venv; \
+    if ls /tmp/wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /tmp/wheels; fi; \
+    /opt/hermes/.venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" "hermes-agent==${HERMES_VERSION}"; \
+    /opt/hermes/.venv/bin/pip uninstall --yes --disable-pip-version-check pip; \
+    /opt/hermes/.venv/bin/python /tmp/image-stamp.py
+
+# ------------------------------------------------------------------ runtime
+FROM debian:trixie-slim
+ARG HERMES_VERSION=0.19.0
+LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
+      org.opencontainers.image.description="Hermes Agent with hermesinit as PID 1" \
+      org.opencontainers.image.version="${HERMES_VERSION}"
+
+# python3: the venv's interpreter. procps: ps/pgrep for operators.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates procps python3 \
+    && rm -rf /var/lib/apt/lists/*
+
+# The runtime user. The image stays USER root: hermesinit boots as root and
+# drops to hermes for every service and for the main program.
+RUN groupadd --gid 10000 hermes \
+    && useradd --uid 10000 --gid hermes --home-dir /opt/data --no-create-home --shell /bin/bash hermes \
+    && install -d -o hermes -g hermes -m 0755 /opt/data
+
+COPY --from=venv /opt/hermes /opt/hermes
+COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
+COPY docker/config.yaml /etc/hermesinit/config.yaml
+
+# One binary, many names: hermesinit picks its role from argv[0].
+# The runtime directories under /run are made here too, so that a container
+# started with --user 10000:10000 (no root to create them at boot) still gets
+# its env snapshot, scan directory and control socket. A root boot empties
+# and re-owns them; the sticky bit keeps root's socket out of hermes' reach.
+RUN set -eu; \
+    install -d -m 0755 /command /opt/hermes/bin /etc/cont-init.d /run/s6 /run/s6/basedir; \
+    install -d -o hermes -g hermes -m 0755 /run/service; \
+    install -d -o hermes -g hermes -m 0750 /run/s6/container_environment; \
+    install -d -o root -g hermes -m 1775 /run/hermesinit; \
+    ln -s /usr/local/bin/hermesinit /init; \
+    ln -s /usr/local/bin/hermesinit /opt/hermes/bin/hermes; \
+    for tool in s6-svc s6-svstat s6-svscanctl s6-svwait s6-setuidgid s6-log with-contenv; do \
+        ln -s /usr/local/bin/hermesinit "/command/$tool"; \
+    done
+
+ENV HERMES_HOME=/opt/data \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HERMES_DISABLE_LAZY_INSTALLS=1 \
+    PATH=/opt/hermes/bin:/opt/hermes/.venv/bin:/opt/data/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+VOLUME ["/opt/data"]
+WORKDIR /opt/data
+
+ENTRYPOINT ["/init"]
+CMD []
