@@ -121,7 +121,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let uid = creds::current_uid();
-    let hermes = Identity::resolve(&cfg.user).ok();
+    if let Err(e) = crate::users::groups() {
+        warn!("{e}; supplementary groups will not be set");
+    }
+    let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
     if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
         eprintln!(
@@ -153,8 +156,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         error!("fatal: stopping the container: {}", f.reason);
         return if f.code == 0 { 1 } else { f.code };
     }
-    // Users may have changed ids during boot: resolve again.
-    let hermes = Identity::resolve(&cfg.user).ok();
+    // Boot may have changed the user's ids: resolve again.
+    let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     let base_env = child_env(&cfg);
     let inotify = watch(&cfg.scan_dir);
     let mut init = Init {
@@ -186,6 +189,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
     init.run()
+}
+
+/// The unprivileged user. As root we must be able to drop to it: never run the main program as
+/// root by accident, so failing to resolve it is fatal then (and logged here).
+fn resolve_user(cfg: &Config, uid: u32) -> Result<Option<Identity>, ()> {
+    match Identity::resolve(&cfg.user) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if uid == 0 => {
+            error!("fatal: stopping the container: cannot resolve the {} user: {e}", cfg.user);
+            Err(())
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// The environment of every child: the container env, overlaid with the boot snapshot (hooks

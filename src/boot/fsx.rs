@@ -1,0 +1,264 @@
+//! Symlink-safe file operations for boot, relative to open directory descriptors.
+//!
+//! Everything under `HERMES_HOME` is writable by the hermes user, so boot (running as root)
+//! never resolves a path below it by name: it opens `HERMES_HOME` once, then walks down one
+//! component at a time with `O_NOFOLLOW`, and every stat, chown, create or unlink is done with
+//! the `*at` calls on the parent's descriptor and `AT_SYMLINK_NOFOLLOW`. A symlink planted by
+//! the hermes user can therefore never redirect a root write or chown outside the tree.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The errors that mean "not possible here" (rootless container, read-only mount, no
+/// capability) rather than "broken": built-in steps warn about these and go on (C-BOOT-6).
+pub fn is_soft(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS))
+}
+
+pub fn is_missing(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOENT)
+}
+
+/// `ELOOP` (or `ENOTDIR` from `O_DIRECTORY|O_NOFOLLOW` on some kernels) is what opening a
+/// symlink with `O_NOFOLLOW` gives.
+pub fn is_symlink_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK))
+}
+
+pub fn cname(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    cname(p.as_os_str())
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+fn retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// What boot needs from `statx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub dev: (u32, u32),
+    pub ino: u64,
+    /// The mount's id (Linux ≥ 5.8); `None` when the kernel does not report it.
+    pub mnt_id: Option<u64>,
+}
+
+impl Stat {
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    pub fn owned_by(&self, uid: u32, gid: u32) -> bool {
+        self.uid == uid && self.gid == gid
+    }
+    /// Is this entry on another mount than `root` (a bind mount or volume inside the tree)?
+    /// The mount id decides when both are known; `st_dev` is only compared for directories,
+    /// because overlayfs may report a lower layer's device for plain files.
+    pub fn other_mount_than(&self, root: &Stat) -> bool {
+        match (self.mnt_id, root.mnt_id) {
+            (Some(a), Some(b)) if a != b => true,
+            _ => self.is_dir() && self.dev != root.dev,
+        }
+    }
+}
+
+fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
+    // SAFETY: statx writes into a zeroed, properly sized struct; name is NUL-terminated.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    retry(|| unsafe {
+        libc::statx(
+            dir,
+            name.as_ptr(),
+            flags | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            &mut sx,
+        )
+    })?;
+    Ok(Stat {
+        mode: u32::from(sx.stx_mode),
+        uid: sx.stx_uid,
+        gid: sx.stx_gid,
+        size: sx.stx_size,
+        dev: (sx.stx_dev_major, sx.stx_dev_minor),
+        ino: sx.stx_ino,
+        mnt_id: (sx.stx_mask & libc::STATX_MNT_ID != 0).then_some(sx.stx_mnt_id),
+    })
+}
+
+/// `lstat` of `name` in `dir`: a symlink is reported as a symlink, never followed.
+pub fn lstat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
+    statx_raw(dir.as_raw_fd(), name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
+    statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn open_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let fd = retry(|| unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    // SAFETY: openat returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a directory by path, following symlinks in the path (for HERMES_HOME itself, which is
+/// configuration, not hermes-controlled).
+pub fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {
+    open_raw(libc::AT_FDCWD, &cpath(p)?, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
+/// Open the directory `name` in `dir`; a symlink fails with `ELOOP` (or `ENOTDIR`).
+pub fn open_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    open_raw(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+}
+
+/// Open a file for reading without following a symlink or blocking on a FIFO.
+pub fn open_read_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    open_raw(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).map(File::from)
+}
+
+/// Create a new file; fails if anything (a symlink included) already has the name.
+pub fn create_excl_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<File> {
+    open_raw(
+        dir.as_raw_fd(),
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        mode as libc::mode_t,
+    )
+    .map(File::from)
+}
+
+/// Open for appending, creating it if missing; a symlink fails with `ELOOP`.
+pub fn open_append_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<File> {
+    open_raw(
+        dir.as_raw_fd(),
+        name,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        mode as libc::mode_t,
+    )
+    .map(File::from)
+}
+
+pub fn mkdir_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    retry(|| unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+/// `lchown` relative to `dir`: changes the entry itself, never a symlink's target.
+pub fn chown_at(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    retry(|| unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
+    retry(|| unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    retry(|| unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// Unlink a non-directory entry (a symlink is removed itself).
+pub fn unlink_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
+    retry(|| unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }).map(drop)
+}
+
+/// The names in a directory, without `.` and `..`, in byte order.
+pub fn list(dir: BorrowedFd) -> io::Result<Vec<CString>> {
+    let mut d = nix::dir::Dir::from(dir.try_clone_to_owned()?)?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Walk down from `base` through the relative path `rel` one component at a time with
+/// `O_NOFOLLOW`. Returns the parent directory's fd and the last component's name.
+/// `Err((component_path, error))` names the component that failed.
+pub fn walk_parent(
+    base: BorrowedFd,
+    rel: &Path,
+) -> Result<(Option<OwnedFd>, CString), (std::path::PathBuf, io::Error)> {
+    let comps: Vec<&OsStr> = rel.iter().collect();
+    let Some((last, dirs)) = comps.split_last() else {
+        return Err((rel.to_path_buf(), io::Error::from_raw_os_error(libc::EINVAL)));
+    };
+    let mut cur: Option<OwnedFd> = None;
+    let mut so_far = std::path::PathBuf::new();
+    for c in dirs {
+        so_far.push(c);
+        let name = cname(c).map_err(|e| (so_far.clone(), e))?;
+        let fd = {
+            let parent = cur.as_ref().map(|f| f.as_fd()).unwrap_or(base);
+            open_dir_at(parent, &name).map_err(|e| (so_far.clone(), e))?
+        };
+        cur = Some(fd);
+    }
+    Ok((cur, cname(last).map_err(|e| (rel.to_path_buf(), e))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nofollow_operations_refuse_symlinks() {
+        let t = crate::boot::testutil::TempDir::new("fsx");
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("real"), t.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent-target", t.path().join("dangling")).unwrap();
+        let root = open_dir_path(t.path()).unwrap();
+        let r = root.as_fd();
+        assert!(lstat_at(r, c"link").unwrap().is_symlink());
+        assert!(lstat_at(r, c"real").unwrap().is_dir());
+        let e = open_dir_at(r, c"link").unwrap_err();
+        assert!(is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR), "{e}");
+        // O_EXCL|O_NOFOLLOW: a dangling symlink is "taken", its target is never created.
+        assert_eq!(create_excl_at(r, c"dangling", 0o644).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+        assert!(!Path::new("/nonexistent-target").exists());
+        assert!(is_symlink_refusal(&open_append_at(r, c"dangling", 0o644).unwrap_err()));
+        assert_eq!(list(r).unwrap(), vec![c"dangling".to_owned(), c"link".to_owned(), c"real".to_owned()]);
+        let (parent, last) = walk_parent(r, Path::new("real/x")).unwrap();
+        assert_eq!(last.as_c_str(), c"x");
+        assert!(parent.is_some());
+        let (bad, _) = walk_parent(r, Path::new("link/x")).unwrap_err();
+        assert_eq!(bad, Path::new("link"));
+        let root_st = fstat(r).unwrap();
+        assert!(!lstat_at(r, c"real").unwrap().other_mount_than(&root_st));
+    }
+}

@@ -1,0 +1,484 @@
+//! Boot (C-BOOT): what runs once, before any service and the main program start.
+//!
+//! Init calls [`run`] as root (or as the hermes user under `docker run --user 10000:10000`),
+//! synchronously, before its event loop. Boot is a fixed list of named steps; each logs one
+//! line saying what it did (with counts and its duration) and the whole boot logs its duration.
+//! Boot is idempotent: a second boot on the same volume (`docker restart`) changes nothing that
+//! is already right.
+//!
+//! | step | contract | what |
+//! |---|---|---|
+//! | `env` | C-BOOT-1, C-S6-1 | container environment → `/run/s6/container_environment/` (one file per variable, value verbatim, no trailing newline; dir `root:hermes 0750`, files `0640`); `/run/s6/basedir/` made a directory |
+//! | `remap` | C-BOOT-2 | `HERMES_UID`/`HERMES_GID` (else `PUID`/`PGID`) written into the hermes lines of `/etc/passwd` and `/etc/group` (atomic rewrite, everything else byte-for-byte) |
+//! | `scandir` | C-SVC-7 | the scan directory (`/run/service`) emptied (it is runtime state; `/run` survives `docker restart`) and recreated `hermes 0755` |
+//! | `sweep` | C-BOOT-3 | ownership of `HERMES_HOME`, its hermes subtrees and top-level state files healed to hermes; symlinks never followed (`refusing` lines), other mounts never entered, only wrong entries changed |
+//! | `seed` | C-BOOT-4 | the hermes directories created hermes-owned; files of `/opt/hermes/defaults/` copied in when missing, never overwriting |
+//! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
+//! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
+//! | `dashboard` | C-SVC-1 | the `dashboard` slot, up only when `HERMES_DASHBOARD` is truthy |
+//! | `hooks` | C-BOOT-6 | executables in `/etc/cont-init.d/`, lexical order, as root, with the env snapshot; a failing hook stops the container |
+//! | `bootlog` | C-BOOT-9 | one line per slot appended to `$HERMES_HOME/logs/container-boot.log` (rotated to `.1` at 256 KiB), the `profile=default` line last: the readiness line |
+//!
+//! Environment read by boot:
+//!
+//! - `HERMESINIT_SKIP` — comma- or space-separated step names to skip, for debugging
+//!   (e.g. `HERMESINIT_SKIP=sweep,remap`). Unknown names are warned about.
+//! - `HERMES_UID`, `HERMES_GID`, `PUID`, `PGID` — the remap (C-BOOT-2). Digits only, 1–65534.
+//!   An empty value counts as unset; a non-empty invalid `HERMES_UID` is ignored with a warning
+//!   and does *not* fall back to `PUID` (as upstream's stage2-hook).
+//! - `HERMES_GATEWAY_BOOTSTRAP_STATE` — `running` seeds `gateway_state.json` on a fresh volume.
+//! - `HERMES_GATEWAY_NO_SUPERVISE` — `1`/`true`/`yes` (any case, as Hermes reads it) disables the
+//!   legacy `gateway run` migration.
+//! - `GATEWAY_MULTIPLEX_PROFILES` — truthy (`1`/`true`/`yes`/`on`, any case, as Hermes reads
+//!   it): named profile slots are registered but never autostarted (the root gateway owns every
+//!   profile's connections).
+//! - `HERMES_DASHBOARD` (C-TRUE), `HERMES_DASHBOARD_HOST` (default `127.0.0.1`),
+//!   `HERMES_DASHBOARD_PORT` (default `9119`) — the dashboard slot.
+//! - `HERMES_HOME` (through the config) — the data volume.
+//!
+//! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
+//! setting (`EPERM`, `EACCES`, `EROFS`) logs a warning with the reason and goes on; any other
+//! failure of a built-in step, and any failing hook, returns [`Fatal`]; init then logs
+//! `fatal: stopping the container: <reason>` and exits with its code.
+
+mod bootlog;
+mod fsx;
+mod hooks;
+mod reconcile;
+mod remap;
+mod rundir;
+mod seed;
+mod state;
+mod sweep;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
+pub use reconcile::{Action, Slot};
+
+use crate::config::Config;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// Files the image ships for a fresh `HERMES_HOME` (today `SOUL.md`), copied when missing.
+pub const DEFAULTS_DIR: &str = "/opt/hermes/defaults";
+/// Hermes' s6 detection needs this to be a directory (C-S6-1).
+pub const S6_BASEDIR: &str = "/run/s6/basedir";
+
+/// What init hands to boot.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    /// The container's CMD as given to init (before routing).
+    pub main_args: &'a [String],
+}
+
+/// A boot failure that stops the container (C-BOOT-6), with the exit code to use.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: i32,
+    pub reason: String,
+}
+
+/// Locations boot uses that are not in [`Config`]; tests point them at a temporary tree.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+    pub s6_basedir: PathBuf,
+    pub defaults_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            passwd: crate::users::PASSWD.into(),
+            group: crate::users::GROUP.into(),
+            s6_basedir: S6_BASEDIR.into(),
+            defaults_dir: DEFAULTS_DIR.into(),
+        }
+    }
+}
+
+/// The boot steps, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    Env,
+    Remap,
+    ScanDir,
+    Sweep,
+    Seed,
+    State,
+    Reconcile,
+    Dashboard,
+    Hooks,
+    BootLog,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Env,
+        Step::Remap,
+        Step::ScanDir,
+        Step::Sweep,
+        Step::Seed,
+        Step::State,
+        Step::Reconcile,
+        Step::Dashboard,
+        Step::Hooks,
+        Step::BootLog,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Env => "env",
+            Step::Remap => "remap",
+            Step::ScanDir => "scandir",
+            Step::Sweep => "sweep",
+            Step::Seed => "seed",
+            Step::State => "state",
+            Step::Reconcile => "reconcile",
+            Step::Dashboard => "dashboard",
+            Step::Hooks => "hooks",
+            Step::BootLog => "bootlog",
+        }
+    }
+}
+
+/// `HERMESINIT_SKIP`: the steps to skip, and the names that are not steps.
+pub fn parse_skip(v: &str) -> (Vec<Step>, Vec<String>) {
+    let mut steps = Vec::new();
+    let mut unknown = Vec::new();
+    for w in v.split([',', ' ', '\t']).map(str::trim).filter(|w| !w.is_empty()) {
+        match Step::ALL.iter().find(|s| s.name().eq_ignore_ascii_case(w)) {
+            Some(s) => steps.push(*s),
+            None => unknown.push(w.to_string()),
+        }
+    }
+    (steps, unknown)
+}
+
+/// What a finished boot produced (for tests and for init's status output).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The gateway slots, `default` first (empty in a dashboard container).
+    pub slots: Vec<Slot>,
+    pub dashboard_container: bool,
+}
+
+/// Run every boot step in order. Ok means services and the main program may start.
+pub fn run(ctx: &Context) -> Result<(), Fatal> {
+    run_with(ctx, &Paths::default(), std::env::vars_os().collect()).map(drop)
+}
+
+/// [`run`] with explicit paths and environment.
+pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) -> Result<Outcome, Fatal> {
+    let started = Instant::now();
+    let env = Env(env);
+    let (skip, unknown) = parse_skip(env.get("HERMESINIT_SKIP").unwrap_or(""));
+    if !unknown.is_empty() {
+        let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        warn!("boot: HERMESINIT_SKIP names unknown steps {:?}; the steps are {}", unknown, names.join(","));
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let hermes = Hermes::lookup(&paths.passwd, &ctx.config.user).map_err(|reason| Fatal { code: 1, reason })?;
+    let mut b = Boot {
+        config: ctx.config,
+        main_args: ctx.main_args,
+        paths,
+        env,
+        root,
+        hermes,
+        env_written: false,
+        legacy_migrated: false,
+        outcome: Outcome::default(),
+        reconciled: false,
+    };
+    if !root {
+        warn!(
+            "boot: running as uid {} (not root): steps that need root (remap, ownership fixes) are skipped",
+            nix::unistd::geteuid()
+        );
+    }
+    for step in Step::ALL {
+        if skip.contains(&step) {
+            info!("boot: {}: skipped (HERMESINIT_SKIP)", step.name());
+            continue;
+        }
+        let t = Instant::now();
+        let r = match step {
+            Step::Env => b.step_env(),
+            Step::Remap => b.step_remap(),
+            Step::ScanDir => b.step_scandir(),
+            Step::Sweep => b.step_sweep(),
+            Step::Seed => b.step_seed(),
+            Step::State => b.step_state(),
+            Step::Reconcile => b.step_reconcile(),
+            Step::Dashboard => b.step_dashboard(),
+            Step::Hooks => b.step_hooks(),
+            Step::BootLog => b.step_bootlog(),
+        };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        match r {
+            Ok(summary) => info!("boot: {}: {summary} ({ms:.1} ms)", step.name()),
+            // Init logs `fatal: stopping the container: <reason>`; nothing more to say here.
+            Err(e) => return Err(Fatal { code: e.code, reason: format!("boot step {}: {}", step.name(), e.reason) }),
+        }
+    }
+    info!("boot: finished in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    Ok(b.outcome)
+}
+
+/// The container environment boot was started with.
+pub(crate) struct Env(Vec<(OsString, OsString)>);
+
+impl Env {
+    /// A variable's value (the first, as getenv(3)); non-UTF-8 values count as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.to_str())
+    }
+    pub fn vars(&self) -> &[(OsString, OsString)] {
+        &self.0
+    }
+}
+
+/// The hermes user's ids as `/etc/passwd` has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hermes {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Hermes {
+    fn lookup(passwd: &Path, user: &str) -> Result<Hermes, String> {
+        let text = std::fs::read(passwd).map_err(|e| format!("cannot read {}: {e}", passwd.display()))?;
+        let u = remap::entries(&text, true)
+            .into_iter()
+            .find(|u| u.name == user)
+            .ok_or_else(|| format!("no user '{user}' in {}", passwd.display()))?;
+        Ok(Hermes { name: u.name, uid: u.id, gid: u.gid.unwrap_or(u.id) })
+    }
+}
+
+/// Why a step stops the container.
+#[derive(Debug)]
+pub(crate) struct StepErr {
+    pub code: i32,
+    pub reason: String,
+}
+
+impl StepErr {
+    pub fn new(reason: impl Into<String>) -> StepErr {
+        StepErr { code: 1, reason: reason.into() }
+    }
+}
+
+type StepResult = Result<String, StepErr>;
+
+/// C-BOOT-6's rule for one operation: a rootless/read-only refusal warns and gives `None`, any
+/// other error is the step's fatal error.
+pub(crate) fn soft<T>(what: impl Display, r: std::io::Result<T>) -> Result<Option<T>, StepErr> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if fsx::is_soft(&e) => {
+            warn!("boot: {what}: {e} (rootless or read-only container?); continuing");
+            Ok(None)
+        }
+        Err(e) => Err(StepErr::new(format!("{what}: {e}"))),
+    }
+}
+
+struct Boot<'a> {
+    config: &'a Config,
+    main_args: &'a [String],
+    paths: &'a Paths,
+    env: Env,
+    root: bool,
+    hermes: Hermes,
+    env_written: bool,
+    legacy_migrated: bool,
+    outcome: Outcome,
+    reconciled: bool,
+}
+
+impl Boot<'_> {
+    /// The owner to give what boot creates: hermes when we can chown, else whoever we are.
+    fn owner(&self) -> Option<(u32, u32)> {
+        self.root.then_some((self.hermes.uid, self.hermes.gid))
+    }
+
+    fn home(&self) -> &Path {
+        &self.config.hermes_home
+    }
+
+    fn step_env(&mut self) -> StepResult {
+        let gid = self.root.then_some(self.hermes.gid);
+        let dir = &self.config.env_dir;
+        let mut parts = Vec::new();
+        match soft(format_args!("env snapshot in {}", dir.display()), rundir::write(dir, self.env.vars(), gid))? {
+            Some(r) => {
+                self.env_written = true;
+                for name in &r.skipped {
+                    warn!("boot: env: not writing variable {name:?}: not storable as a file name");
+                }
+                parts.push(format!("wrote {} variables to {} ({} skipped)", r.written, dir.display(), r.skipped.len()));
+            }
+            None => parts.push(format!("no snapshot in {}", dir.display())),
+        }
+        let base = &self.paths.s6_basedir;
+        if soft(format_args!("creating {}", base.display()), rundir::ensure_basedir(base))?.is_some() {
+            parts.push(format!("{} is a directory", base.display()));
+        }
+        Ok(parts.join("; "))
+    }
+
+    fn step_remap(&mut self) -> StepResult {
+        let want = remap::wanted(|k| self.env.get(k).map(str::to_string));
+        for w in &want.warnings {
+            warn!("boot: remap: {w}");
+        }
+        if want.uid.is_none() && want.gid.is_none() {
+            return Ok(format!("nothing asked; hermes is {}:{}", self.hermes.uid, self.hermes.gid));
+        }
+        if !self.root {
+            warn!(
+                "boot: remap: HERMES_UID/HERMES_GID (or PUID/PGID) need the container to start as root; not remapping"
+            );
+            return Ok("skipped: not root".into());
+        }
+        let paths = remap::Files { passwd: &self.paths.passwd, group: &self.paths.group };
+        let Some(done) = soft("remap of /etc/passwd and /etc/group", remap::apply(&paths, &self.hermes.name, &want))?
+        else {
+            return Ok("not applied".into());
+        };
+        let old_gid = self.hermes.gid;
+        self.hermes = Hermes::lookup(&self.paths.passwd, &self.config.user).map_err(StepErr::new)?;
+        if self.env_written && self.hermes.gid != old_gid {
+            soft("regrouping the env snapshot", rundir::regroup(&self.config.env_dir, self.hermes.gid))?;
+        }
+        Ok(match (done.uid, done.gid) {
+            (None, None) => format!("hermes already is {}:{}; nothing changed", self.hermes.uid, self.hermes.gid),
+            _ => format!("hermes is now {}:{}", self.hermes.uid, self.hermes.gid),
+        })
+    }
+
+    fn step_scandir(&mut self) -> StepResult {
+        let dir = &self.config.scan_dir;
+        let r = soft(
+            format_args!("preparing the scan directory {}", dir.display()),
+            rundir::fresh_scan_dir(dir, self.owner()),
+        )?;
+        Ok(match r {
+            Some(n) => format!("{} ready (removed {n} stale entries)", dir.display()),
+            None => format!("{} not prepared", dir.display()),
+        })
+    }
+
+    fn step_sweep(&mut self) -> StepResult {
+        let home = self.home().to_path_buf();
+        let Some(()) = soft(format_args!("creating {}", home.display()), seed::ensure_home(&home, self.owner()))?
+        else {
+            return Ok("skipped: no HERMES_HOME".into());
+        };
+        let c = sweep::sweep(&home, self.hermes.uid, self.hermes.gid, self.root).map_err(StepErr::new)?;
+        if !self.root && c.wrong > 0 {
+            warn!(
+                "boot: sweep: {} entries under {} are not hermes-owned and cannot be fixed without root",
+                c.wrong,
+                home.display()
+            );
+        }
+        Ok(c.summary())
+    }
+
+    fn step_seed(&mut self) -> StepResult {
+        let home = self.home().to_path_buf();
+        let Some(()) = soft(format_args!("creating {}", home.display()), seed::ensure_home(&home, self.owner()))?
+        else {
+            return Ok("skipped: no HERMES_HOME".into());
+        };
+        let s = seed::seed(&home, &self.paths.defaults_dir, self.owner())?;
+        Ok(s.summary())
+    }
+
+    fn step_state(&mut self) -> StepResult {
+        let home = self.home().to_path_buf();
+        let bootstrap = self.env.get("HERMES_GATEWAY_BOOTSTRAP_STATE");
+        let no_supervise = state::no_supervise(self.env.get("HERMES_GATEWAY_NO_SUPERVISE"));
+        let r = state::seed_state(&home, bootstrap, self.main_args, no_supervise, self.owner())?;
+        self.legacy_migrated = r.legacy_migrated;
+        Ok(r.summary)
+    }
+
+    fn step_reconcile(&mut self) -> StepResult {
+        self.reconciled = true;
+        if state::is_dashboard_cmd(self.main_args) {
+            self.outcome.dashboard_container = true;
+            return Ok("dashboard container: no gateway slots (C-BOOT-10)".into());
+        }
+        let r = reconcile::Reconciler {
+            hermes_home: self.home(),
+            scan_dir: &self.config.scan_dir,
+            logs: &self.config.logs,
+            user: self.root.then_some(self.hermes.name.as_str()),
+            home_env: self.home(),
+            owner: self.owner(),
+            multiplex: state::py_truthy(self.env.get("GATEWAY_MULTIPLEX_PROFILES")),
+            legacy_migrated: self.legacy_migrated,
+        };
+        let slots = r.run()?;
+        let started = slots.iter().filter(|s| s.action == Action::Started).count();
+        let summary = format!(
+            "{} gateway slots ({} started, {} registered down): {}",
+            slots.len(),
+            started,
+            slots.len() - started,
+            slots.iter().map(|s| s.profile.as_str()).collect::<Vec<_>>().join(",")
+        );
+        self.outcome.slots = slots;
+        Ok(summary)
+    }
+
+    fn step_dashboard(&mut self) -> StepResult {
+        let on = crate::routing::truthy(self.env.get("HERMES_DASHBOARD"));
+        let spec = reconcile::dashboard_spec(
+            |k| self.env.get(k).map(str::to_string),
+            self.home(),
+            self.home(),
+            self.root.then_some(self.hermes.name.as_str()),
+        );
+        let what = format!("publishing the dashboard slot in {}", self.config.scan_dir.display());
+        let r = soft(
+            what,
+            crate::supervisor::servicedir::publish(&self.config.scan_dir, "dashboard", &spec, !on, self.owner()),
+        )?;
+        Ok(match (r, on) {
+            (None, _) => "not registered".into(),
+            (Some(_), true) => format!("registered up: {}", spec.command[1..].join(" ")),
+            (Some(_), false) => "registered down (HERMES_DASHBOARD is not truthy)".into(),
+        })
+    }
+
+    fn step_hooks(&mut self) -> StepResult {
+        let env_dir = self.env_written.then_some(self.config.env_dir.as_path());
+        hooks::run_all(&self.config.cont_init_dir, env_dir, self.env.vars())
+    }
+
+    fn step_bootlog(&mut self) -> StepResult {
+        let lines = if self.reconciled && !self.outcome.dashboard_container {
+            bootlog::format_lines(&self.outcome.slots, std::time::SystemTime::now())
+        } else {
+            // The readiness line is written on every boot, even when no slot was reconciled.
+            let skipped = Slot { profile: "default".into(), prior_state: None, action: Action::Skipped };
+            bootlog::format_lines(std::slice::from_ref(&skipped), std::time::SystemTime::now())
+        };
+        let home = self.home().to_path_buf();
+        match soft(format_args!("boot log under {}", home.display()), bootlog::append(&home, &lines, self.owner()))? {
+            Some(r) => Ok(r),
+            None => Ok("not written".into()),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! C-BOOT-4: the hermes directories exist and are hermes-owned; the image's default files
+//! (`/opt/hermes/defaults/*`, today `SOUL.md`) are copied into a fresh `HERMES_HOME`, never
+//! overwriting, never through a symlink (`O_CREAT|O_EXCL|O_NOFOLLOW` relative to the
+//! `HERMES_HOME` descriptor), and created hermes-owned (`fchown` on the new descriptor).
+
+use super::fsx;
+use super::{StepErr, soft};
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use tracing::{info, warn};
+
+/// Created when missing, in this order (parents first). C-BOOT-4's list, plus `platforms`
+/// (the parent of `platforms/pairing`) and upstream's `backups` and `lazy-packages`.
+pub const SEED_DIRS: &[&str] = &[
+    "logs",
+    "logs/gateways",
+    "profiles",
+    "cron",
+    "sessions",
+    "hooks",
+    "memories",
+    "skills",
+    "skins",
+    "plans",
+    "workspace",
+    "home",
+    "pairing",
+    "platforms",
+    "platforms/pairing",
+    "backups",
+    "lazy-packages",
+];
+
+/// Default files holding secrets are created private.
+const PRIVATE: &[&str] = &[".env", "auth.json"];
+
+/// `HERMES_HOME` itself: created (with missing parents, root-owned) if missing; a directory we
+/// create is given to `owner`.
+pub fn ensure_home(home: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    if std::fs::metadata(home).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(home)?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(home, Some(u), Some(g))?;
+    }
+    info!("boot: created {}", home.display());
+    Ok(())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Seeded {
+    pub dirs_created: usize,
+    pub dirs_fixed: usize,
+    pub files_seeded: Vec<String>,
+    pub files_kept: usize,
+    pub refused: usize,
+}
+
+impl Seeded {
+    pub fn summary(&self) -> String {
+        format!(
+            "created {} directories, re-owned {}, seeded {} default files{}, kept {} existing, refused {}",
+            self.dirs_created,
+            self.dirs_fixed,
+            self.files_seeded.len(),
+            if self.files_seeded.is_empty() { String::new() } else { format!(" ({})", self.files_seeded.join(", ")) },
+            self.files_kept,
+            self.refused
+        )
+    }
+}
+
+pub fn seed(home: &Path, defaults: &Path, owner: Option<(u32, u32)>) -> Result<Seeded, StepErr> {
+    let mut s = Seeded::default();
+    let Some(fd) = soft(format_args!("opening {}", home.display()), fsx::open_dir_path(home))? else {
+        return Ok(s);
+    };
+    for rel in SEED_DIRS {
+        seed_dir(fd.as_fd(), home, Path::new(rel), owner, &mut s)?;
+    }
+    seed_defaults(fd.as_fd(), home, defaults, owner, &mut s)?;
+    Ok(s)
+}
+
+fn seed_dir(
+    home_fd: BorrowedFd,
+    home: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+    s: &mut Seeded,
+) -> Result<(), StepErr> {
+    let path = home.join(rel);
+    let (parent, name) = match fsx::walk_parent(home_fd, rel) {
+        Ok(x) => x,
+        // A parent that is a symlink was already refused; one that could not be created is
+        // already warned about.
+        Err((_, e))
+            if fsx::is_missing(&e) || fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Ok(());
+        }
+        Err((comp, e)) => {
+            soft(format_args!("opening {}", home.join(comp).display()), Err::<(), _>(e))?;
+            return Ok(());
+        }
+    };
+    let dir = parent.as_ref().map(|p| p.as_fd()).unwrap_or(home_fd);
+    match fsx::lstat_at(dir, &name) {
+        Ok(st) if st.is_symlink() => {
+            s.refused += 1;
+            warn!("boot: seed: refusing to use symlink {} as a directory", path.display());
+        }
+        Ok(st) if st.is_dir() => {
+            if let Some((u, g)) = owner.filter(|(u, g)| !st.owned_by(*u, *g)) {
+                if soft(format_args!("chown {}", path.display()), fsx::chown_at(dir, &name, u, g))?.is_some() {
+                    s.dirs_fixed += 1;
+                }
+            }
+        }
+        Ok(_) => warn!("boot: seed: {} exists and is not a directory; leaving it", path.display()),
+        Err(e) if fsx::is_missing(&e) => {
+            if soft(format_args!("mkdir {}", path.display()), mkdir_owned(dir, &name, owner))?.is_some() {
+                s.dirs_created += 1;
+            }
+        }
+        Err(e) => return Err(StepErr::new(format!("{}: {e}", path.display()))),
+    }
+    Ok(())
+}
+
+fn mkdir_owned(dir: BorrowedFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+    match fsx::mkdir_at(dir, name, 0o755) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+        r => r?,
+    }
+    if let Some((u, g)) = owner {
+        // Through a descriptor opened without following: the new directory, nothing else.
+        let fd = fsx::open_dir_at(dir, name)?;
+        fsx::fchown(fd.as_fd(), u, g)?;
+    }
+    Ok(())
+}
+
+fn seed_defaults(
+    home_fd: BorrowedFd,
+    home: &Path,
+    defaults: &Path,
+    owner: Option<(u32, u32)>,
+    s: &mut Seeded,
+) -> Result<(), StepErr> {
+    let entries = match std::fs::read_dir(defaults) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return soft(format_args!("reading {}", defaults.display()), Err::<(), _>(e)).map(drop),
+    };
+    let mut files: Vec<_> = entries.filter_map(Result::ok).collect();
+    files.sort_by_key(|e| e.file_name());
+    for e in files {
+        let src = e.path();
+        let Ok(meta) = std::fs::metadata(&src) else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let name_os = e.file_name();
+        let Ok(name) = fsx::cname(&name_os) else { continue };
+        let shown = home.join(&name_os);
+        match fsx::lstat_at(home_fd, &name) {
+            Ok(st) if st.is_symlink() => {
+                s.refused += 1;
+                warn!("boot: seed: refusing to seed {} through a symlink", shown.display());
+                continue;
+            }
+            Ok(_) => {
+                s.files_kept += 1;
+                continue;
+            }
+            Err(e) if fsx::is_missing(&e) => {}
+            Err(e) => return Err(StepErr::new(format!("{}: {e}", shown.display()))),
+        }
+        let private = PRIVATE.iter().any(|p| p.as_bytes() == name_os.as_bytes());
+        let mode = if private { 0o600 } else { meta.mode() & 0o777 | 0o600 };
+        let r = copy_new(home_fd, &name, &src, mode, owner);
+        match r {
+            Ok(true) => s.files_seeded.push(name_os.to_string_lossy().into_owned()),
+            Ok(false) => s.files_kept += 1,
+            Err(e) => {
+                soft(format_args!("seeding {}", shown.display()), Err::<(), _>(e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create `name` exclusively and copy `src` into it. `Ok(false)`: something appeared there.
+fn copy_new(dir: BorrowedFd, name: &CStr, src: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<bool> {
+    let mut from = std::fs::File::open(src)?;
+    let mut to = match fsx::create_excl_at(dir, name, mode) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let r = (|| {
+        if let Some((u, g)) = owner {
+            fsx::fchown(to.as_fd(), u, g)?;
+        }
+        fsx::fchmod(to.as_fd(), mode)?;
+        io::copy(&mut from, &mut to)?;
+        to.sync_all()
+    })();
+    if r.is_err() {
+        // Do not leave a half-written default behind: the next boot would keep it.
+        let _ = fsx::unlink_at(dir, name);
+    }
+    r.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::testutil::{TempDir, is_root, owner};
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// C-BOOT-4: directories and defaults seeded hermes-owned, existing files never
+    /// overwritten, a symlinked name refused with its target untouched; idempotent.
+    #[test]
+    fn c_boot_4_seeds_dirs_and_defaults_without_overwriting() {
+        let t = TempDir::new("seed");
+        let home = t.path().join("data");
+        let defaults = t.path().join("defaults");
+        std::fs::create_dir_all(&defaults).unwrap();
+        std::fs::write(defaults.join("SOUL.md"), "default soul\n").unwrap();
+        std::fs::write(defaults.join(".env"), "KEY=\n").unwrap();
+        std::fs::write(defaults.join("config.yaml"), "model: x\n").unwrap();
+        std::fs::write(defaults.join("hooks.txt"), "h").unwrap();
+        std::fs::set_permissions(defaults.join("SOUL.md"), std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::create_dir_all(defaults.join("subdir")).unwrap();
+        std::fs::create_dir_all(home.join("logs")).unwrap();
+        std::fs::write(home.join("config.yaml"), "mine\n").unwrap();
+        std::fs::write(t.path().join("target"), "untouched").unwrap();
+        symlink(t.path().join("target"), home.join("hooks.txt")).unwrap();
+        let o = is_root().then_some((10000, 10000));
+        if is_root() {
+            std::os::unix::fs::lchown(home.join("logs"), Some(0), Some(0)).unwrap();
+        }
+        ensure_home(&home, o).unwrap();
+        let s = seed(&home, &defaults, o).unwrap();
+        assert_eq!(s.dirs_created, SEED_DIRS.len() - 1, "{s:?}");
+        assert_eq!(s.files_seeded, vec![".env", "SOUL.md"]);
+        assert_eq!((s.files_kept, s.refused), (1, 1));
+        assert_eq!(std::fs::read_to_string(home.join("config.yaml")).unwrap(), "mine\n");
+        assert_eq!(std::fs::read_to_string(home.join("SOUL.md")).unwrap(), "default soul\n");
+        assert_eq!(std::fs::read_to_string(t.path().join("target")).unwrap(), "untouched");
+        let mode = |p: &str| std::fs::metadata(home.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(".env"), mode("SOUL.md"), mode("platforms/pairing")), (0o600, 0o644, 0o755));
+        if is_root() {
+            assert_eq!(s.dirs_fixed, 1);
+            for p in ["logs", "logs/gateways", "platforms", "platforms/pairing", "SOUL.md", ".env"] {
+                assert_eq!(owner(&home.join(p)), (10000, 10000), "{p}");
+            }
+        }
+        let again = seed(&home, &defaults, o).unwrap();
+        assert_eq!((again.dirs_created, again.dirs_fixed, again.files_seeded.len()), (0, 0, 0), "{again:?}");
+    }
+
+    #[test]
+    fn c_boot_4_symlinked_dir_is_refused() {
+        let t = TempDir::new("seed-link");
+        let home = t.path().join("data");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(t.path().join("elsewhere")).unwrap();
+        symlink(t.path().join("elsewhere"), home.join("logs")).unwrap();
+        let s = seed(&home, &t.path().join("no-defaults"), None).unwrap();
+        assert_eq!(s.refused, 1, "{s:?}");
+        assert!(!t.path().join("elsewhere/gateways").exists(), "logs/gateways never created through the link");
+    }
+}

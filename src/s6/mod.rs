@@ -1,0 +1,41 @@
+//! s6-compatible front ends (C-S6): the `/command/s6-*` tools that unmodified hermes-agent
+//! 0.19.0 calls by absolute path, as applets of the one binary.
+//!
+//! The supervision applets (`s6-svc`, `s6-svstat`, `s6-svscanctl`, `s6-svwait`) translate s6's
+//! command line into control-protocol requests to PID 1; the exec helpers (`s6-setuidgid`,
+//! `with-contenv`) and the logger (`s6-log`) work on their own. Options, output formats, exit
+//! codes and messages follow Debian's s6 2.11 (`skalibs` conventions: `prog: fatal: …`,
+//! usage 100, system errors 111); the differential tests in `tests/s6_differential.rs` hold
+//! them against the real tools. Where hermesinit differs on purpose, the applet's module says
+//! so.
+
+mod common;
+mod getopt;
+mod log;
+mod setuidgid;
+mod status;
+mod svc;
+mod svscanctl;
+mod svstat;
+mod svwait;
+mod with_contenv;
+
+pub const APPLETS: &[&str] =
+    &["s6-svc", "s6-svstat", "s6-svscanctl", "s6-svwait", "s6-setuidgid", "s6-log", "with-contenv"];
+
+/// Run one applet; the result is the process's exit code (when it did not exec).
+pub fn main(applet: &str, args: Vec<std::ffi::OsString>) -> i32 {
+    match applet {
+        "s6-svc" => svc::main(args),
+        "s6-svstat" => svstat::main(args),
+        "s6-svscanctl" => svscanctl::main(args),
+        "s6-svwait" => svwait::main(args),
+        "s6-setuidgid" => setuidgid::main(args),
+        "s6-log" => log::main(args),
+        "with-contenv" => with_contenv::main(args),
+        other => {
+            eprintln!("hermesinit: {other} is not an s6 applet");
+            100
+        }
+    }
+}
