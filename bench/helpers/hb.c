@@ -10,8 +10,8 @@
  *   stamp TAG                print "TAG <ns>" on stdout and exit 0
  *   execstamp TAG CMD…       print "TAG <ns>" on stdout, then exec CMD
  *   stampto FILE CMD…        write "<ns>" into FILE, then exec CMD
- *   crasher STATE FIFO       append "S <ns>" to STATE; first run: append "X <ns>" and exit 1;
- *                            later runs: behave like `ready FIFO`
+ *   crasher STATE FIFO [MS]  append "S <ns>" to STATE; first run: wait MS milliseconds (default
+ *                            0), append "X <ns>" and exit 1; later runs: behave like `ready FIFO`
  *   tick FILE                append one byte to FILE and exit 1 (a service that dies at once)
  *   fail                     exit 1 at once
  *   (as `run`)               an s6 `run` file without a shell: the applet and its arguments are
@@ -124,7 +124,7 @@ static int app_stampto(int argc, char **argv) {
 }
 
 static int app_crasher(int argc, char **argv) {
-    if (argc < 3) { put(2, "usage: crasher STATE FIFO\n"); return 2; }
+    if (argc < 3) { put(2, "usage: crasher STATE FIFO [MS]\n"); return 2; }
     int64_t t = now_ns();
     int fd = open(argv[1], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
     if (fd < 0) die(argv[1]);
@@ -136,6 +136,11 @@ static int app_crasher(int argc, char **argv) {
     snprintf(line, sizeof line, "S %lld\n", (long long)t);
     put(fd, line);
     if (starts == 0) {
+        int ms = argc > 3 ? atoi(argv[3]) : 0;
+        if (ms > 0) {
+            struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+            nanosleep(&d, NULL);
+        }
         snprintf(line, sizeof line, "X %lld\n", (long long)now_ns());
         put(fd, line);
         _exit(1);
