@@ -153,6 +153,7 @@ class Bench:
         self.w = tempfile.mkdtemp(prefix="hib-", dir="/tmp")
         os.chmod(self.w, 0o755)
         self.results = {}  # row id → dict
+        self.load0 = read_load()
         self.notes = []
         self.setup_root()
 
@@ -900,6 +901,9 @@ class Bench:
         log(f"docker rows with {img}")
         rounds = max(3, self.rounds // 3)
         res = {"run --rm true": [], "stop (idle)": [], "stop (dashboard + 2 gateways)": []}
+        ups = []
+        image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}} {{.Created}}", img],
+                                  stdout=subprocess.PIPE, text=True).stdout.strip()
 
         def timed(argv):
             t0 = time.monotonic_ns()
@@ -939,12 +943,16 @@ class Bench:
                 time.sleep(5)
                 st = subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "status"], stdout=subprocess.PIPE,
                                     text=True).stdout
+                up = sorted(ln.split()[0] for ln in st.splitlines()[1:] if len(ln.split()) > 1 and ln.split()[1] == "up")
                 dt, p = timed(["docker", "stop", cid])
                 res["stop (dashboard + 2 gateways)"].append(dt)
-                res.setdefault("_status", st)
+                ups.append(",".join(up) or "none")
             finally:
                 subprocess.run(["docker", "rm", "-f", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.results["docker"] = {"unit": "ms", "samples": res}
+        self.results["docker"] = {"unit": "ms", "samples": res, "up": ups, "image": image_id}
+        if any(u != "dashboard,gateway-default,gateway-second" for u in ups):
+            self.notes.append("docker: services up before the stop with dashboard + 2 gateways were "
+                              + "; ".join(sorted(set(ups))) + " (wanted dashboard, gateway-default, gateway-second)")
 
     # ---- report --------------------------------------------------------------------------
 
@@ -1045,6 +1053,9 @@ class Bench:
             add(11, "stripped static binary size", f"{hi:,} B ({hi / 1e6:.2f} MB)",
                 "; ".join(f"{n} {v[0]:,} B" for n, v in s.items() if n != "hermesinit"), "—", "≤ 2.5 MB",
                 hi <= 2_500_000)
+        if "docker" in R and "samples" in R["docker"]:
+            for k, v in R["docker"]["samples"].items():
+                add("D", f"`docker {k}` ({self.args.image})", fmt_stats(Stats(v), "ms"), "—", "—", "(record)", None)
         return rows
 
     def render(self, rows):
@@ -1063,7 +1074,8 @@ class Bench:
         md.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
                   f"with `{command}` ({self.rounds} rounds; rows 2, 4, 5, 7, 8, 10 use fewer, see below).")
         md.append("")
-        md.append(f"Machine: {machine}")
+        md.append(f"Machine: {machine}; load average at start {self.load0}, at end {read_load()} "
+                  "(a shared machine: other work ran alongside).")
         md.append("")
         md.append("| # | measure | hermesinit | anchors | ratio | goal | |")
         md.append("|---|---|---|---|---|---|---|")
@@ -1128,8 +1140,8 @@ class Bench:
             if "skipped" in d:
                 out.append(f"- Docker rows skipped: {d['skipped']}.")
             else:
-                out.append("- Docker (`" + self.args.image + "`): " + "; ".join(
-                    f"{k} {fmt_stats(Stats(v), 'ms')}" for k, v in d["samples"].items() if not k.startswith("_")))
+                out.append("- Docker (`" + self.args.image + "`, " + d["image"][:19] + "…): " + "; ".join(
+                    f"`docker {k}` {fmt_stats(Stats(v), 'ms')}" for k, v in d["samples"].items()))
         return out
 
 
@@ -1137,6 +1149,13 @@ def shq(s):
     if re.fullmatch(r"[A-Za-z0-9_./:=+-]+", s):
         return s
     return "'" + s.replace("'", "'\\''") + "'"
+
+
+def read_load():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def machine():
