@@ -78,6 +78,6 @@ rm -rf $E; o=$(/command/with-contenv true 2>&1); echo "| missing: rc=$? $o"
     assert_eq!(get("keep: "), "orig");
     // On purpose unlike s6-envdir (which unsets it): an empty file is a variable set empty.
     assert_eq!(get("empty: "), "[]");
-    assert_eq!(get("command: "), "/usr/bin:/bin:/command", "/command stays on PATH for run scripts");
+    assert_eq!(get("command: "), "/command:/usr/bin:/bin", "/command stays (first) on PATH for run scripts");
     assert!(get("missing: ").starts_with("rc=111 s6-envdir: fatal: unable to envdir"), "{}", get("missing: "));
 }
