@@ -40,9 +40,9 @@ def test_c_s6_1_hermes_detects_s6_as_the_hermes_user(gw: Container) -> None:
 
 
 def test_c_s6_8_gateway_run_is_supervised_with_a_notice(gw: Container) -> None:
-    logs = gw.logs()
-    assert "s6 supervision" in logs and "--no-supervise" in logs, gw.logs_tail()
-    [main] = gw.find(r"^sleep infinity$")
+    wait_for(lambda: "s6 supervision" in gw.logs(), 30, "Hermes' supervision notice", gw.logs_tail)
+    assert "--no-supervise" in gw.logs()
+    [main] = wait_for(lambda: gw.find(r"^sleep infinity$"), 10, "the main program to become `sleep infinity`")
     assert main.ppid == 1 and main.uid == 10000, main
     assert len(gw.find(r"/hermes (-p \S+ )?gateway run")) == 1, "one gateway: no run -> start -> run recursion"
 
