@@ -17,6 +17,13 @@ def _state(c: Container, profile_dir: str) -> dict:
     return json.loads(c.read(f"{profile_dir}/gateway_state.json", user="hermes"))
 
 
+def _wait_gateway_running(c: Container, profile_dir: str, pid: int) -> None:
+    """Until the gateway ``pid`` has recorded itself running (its signal handling is set up)."""
+    wait_for(lambda: (s := _state(c, profile_dir)).get("pid") == pid and s.get("gateway_state") == "running",
+             30, f"gateway {pid} to record gateway_state=running",
+             lambda: c.read(f"{profile_dir}/gateway_state.json"))
+
+
 @pytest.fixture(scope="module")
 def gw(module_fleet: Fleet) -> Container:
     """`docker run <image> gateway run`: the supervised default gateway."""
@@ -227,9 +234,12 @@ def test_c_s6_profile_gateway_start_stop_restart(gw: Container) -> None:
     wait_for(lambda: "Hermes Gateway Starting" in gw.exec("cat", f"{HERMES_HOME}/logs/gateways/coder/current").stdout,
              30, "the coder banner in its log file", gw.logs_tail)
 
+    _wait_gateway_running(gw, profile_dir, pid)
+
     r = gw.exec("hermes", "-p", "coder", "gateway", "restart")
     assert r.returncode == 0, describe(r)
     pid = gw.wait_slot_up("gateway-coder", not_pid=pid)
+    _wait_gateway_running(gw, profile_dir, pid)
 
     r = gw.exec("hermes", "-p", "coder", "gateway", "stop")
     assert r.returncode == 0, describe(r)
