@@ -14,9 +14,12 @@ use std::time::Duration;
 pub const VERSION: u32 = 1;
 pub const DEFAULT_SOCKET: &str = "/run/hermesinit/control.sock";
 
-/// Where the socket is: `HERMESINIT_SOCKET` overrides the default (tests, non-image setups).
+/// Where the socket is: the config's `control_socket` (`HERMESINIT_SOCKET` wins).
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("HERMESINIT_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into())
+    match crate::config::Config::load() {
+        Ok(c) => c.control_socket,
+        Err(_) => std::env::var_os("HERMESINIT_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

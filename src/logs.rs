@@ -84,10 +84,11 @@ pub fn iso_seconds(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}+0000", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// s6's archive name: `@` + TAI64N label + `.s`.
+/// s6's archive name: `@` + TAI64N label + `.s`. TAI runs 37 s ahead of UTC (10 s + 27 leap
+/// seconds), as Debian's skalibs labels it.
 pub fn tai64n_name(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("@{:016x}{:08x}.s", (1u64 << 62) + d.as_secs() + 10, d.subsec_nanos())
+    format!("@{:016x}{:08x}.s", (1u64 << 62) + d.as_secs() + 37, d.subsec_nanos())
 }
 
 /// `current` plus archives in one directory, rotated by rename like s6-log:
@@ -148,7 +149,11 @@ impl RotatingFile {
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
         let cur = self.dir.join("current");
-        std::fs::rename(&cur, self.dir.join(tai64n_name(SystemTime::now())))?;
+        match std::fs::rename(&cur, self.dir.join(tai64n_name(SystemTime::now()))) {
+            // Another writer (a second container on the same volume) rotated first: fine.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r?,
+        }
         let mut archives: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.starts_with('@') && (n.ends_with(".s") || n.ends_with(".u")))
@@ -242,7 +247,10 @@ impl Sink {
         let path = format!("/proc/self/fd/{which}");
         let st = nix::sys::stat::fstat(which).ok();
         let socket = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFSOCK);
-        let reopened = (!socket)
+        // Regular files never block; a second description would have its own offset and
+        // overwrite the main program's writes, so they share the original through a dup.
+        let regular = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let reopened = (!socket && !regular)
             .then(|| {
                 OpenOptions::new()
                     .append(true)
@@ -253,7 +261,7 @@ impl Sink {
             .flatten();
         let fd = match reopened {
             Some(f) => Some(OwnedFd::from(f)),
-            // Sockets (and a missing /proc): a dup, written with MSG_DONTWAIT where possible.
+            // Sockets, regular files (and a missing /proc): a dup; sockets get MSG_DONTWAIT.
             None => nix::unistd::dup(which).ok().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
         };
         if let Some(fd) = &fd {
@@ -413,7 +421,7 @@ mod tests {
         assert_eq!(timestamp(t), "2026-11-23 08:38:33.876905781  ");
         assert_eq!(iso_seconds(t), "2026-11-23T08:38:33+0000");
         assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29 00:00:00.000000000  ");
-        assert_eq!(tai64n_name(UNIX_EPOCH + Duration::new(1, 2)), "@400000000000000b00000002.s");
+        assert_eq!(tai64n_name(UNIX_EPOCH + Duration::new(1, 2)), "@400000000000002600000002.s");
     }
 
     #[test]

@@ -63,7 +63,8 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// PATH with `/command` appended when it is missing (C-IMG-4).
+/// PATH with `/command` in front when it is missing (C-IMG-4), as s6-overlay has it: Hermes'
+/// run scripts call `s6-setuidgid`/`s6-log` by bare name and must get ours.
 pub fn path_with_command(path_var: Option<&OsStr>) -> String {
     let base = path_var.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
     let base = base.unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -72,7 +73,7 @@ pub fn path_with_command(path_var: Option<&OsStr>) -> String {
     } else if base.is_empty() {
         COMMAND_DIR.to_string()
     } else {
-        format!("{base}:{COMMAND_DIR}")
+        format!("{COMMAND_DIR}:{base}")
     }
 }
 
@@ -130,8 +131,8 @@ mod tests {
     }
 
     #[test]
-    fn command_dir_is_appended_once() {
-        assert_eq!(path_with_command(Some(OsStr::new("/bin"))), "/bin:/command");
+    fn command_dir_is_prepended_once() {
+        assert_eq!(path_with_command(Some(OsStr::new("/bin"))), "/command:/bin");
         assert_eq!(path_with_command(Some(OsStr::new("/command:/bin"))), "/command:/bin");
     }
 

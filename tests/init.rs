@@ -40,7 +40,7 @@ fn c_main_6_main_program_runs_as_hermes_with_home_and_keeps_cwd() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("id=10000:10000 groups=10000 29 home=/opt/data pwd=/tmp"), "{}", out.stdout);
-    assert!(out.stdout.contains(":/command"), "C-IMG-4: /command on the main program's PATH: {}", out.stdout);
+    assert!(out.stdout.contains("path=/command:"), "C-IMG-4: /command on the main program's PATH: {}", out.stdout);
 }
 
 #[test]

@@ -13,10 +13,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// The errors that mean "not possible here" (rootless container, read-only mount, no
-/// capability) rather than "broken": built-in steps warn about these and go on (C-BOOT-6).
+/// The errors that mean "not possible here" rather than "broken": built-in steps warn about
+/// these and go on (C-BOOT-6). `EPERM`/`EACCES`: no capability (rootless, `--user`, NFS root
+/// squash); `EROFS`: read-only mount; `EOPNOTSUPP`: a filesystem without ownership (a CIFS or
+/// FAT volume); `EINVAL`: chown to an id not mapped in this user namespace (rootless Podman).
 pub fn is_soft(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS))
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS | libc::EOPNOTSUPP | libc::EINVAL))
 }
 
 pub fn is_missing(e: &io::Error) -> bool {
@@ -190,6 +192,11 @@ pub fn unlink_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
     retry(|| unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }).map(drop)
+}
+
+/// Is the filesystem of `fd` mounted read-only?
+pub fn read_only(fd: BorrowedFd) -> bool {
+    nix::sys::statvfs::fstatvfs(fd).is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// The names in a directory, without `.` and `..`, in byte order.

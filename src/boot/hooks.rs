@@ -158,14 +158,14 @@ mod tests {
         script(&d, ".hidden", &format!("echo hidden >> {o}"), 0o755);
         let r = run_all(&d, Some(&envd), &[]).unwrap();
         assert_eq!(r, format!("ran 2 hooks from {}, skipped 1", d.display()));
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first snap /usr/bin:/bin:/command\nsecond added\n");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first snap /command:/usr/bin:/bin\nsecond added\n");
         script(&d, "3-fail", &format!("echo fail >> {o}; exit 3"), 0o755);
         script(&d, "4-never", &format!("echo never >> {o}"), 0o755);
         std::fs::remove_file(&out).unwrap();
         let e = run_all(&d, Some(&envd), &[]).unwrap_err();
         assert_eq!(e.code, 3);
         assert!(e.reason.contains("3-fail") && e.reason.contains("exited with 3"), "{}", e.reason);
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first snap /usr/bin:/bin:/command\nsecond added\nfail\n");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "first snap /command:/usr/bin:/bin\nsecond added\nfail\n");
         std::fs::remove_file(d.join("3-fail")).unwrap();
         script(&d, "3-killed", "kill -9 $$", 0o755);
         assert_eq!(run_all(&d, Some(&envd), &[]).unwrap_err().code, 1);

@@ -10,19 +10,22 @@
 //! |---|---|---|
 //! | `env` | C-BOOT-1, C-S6-1 | container environment → `/run/s6/container_environment/` (one file per variable, value verbatim, no trailing newline; dir `root:hermes 0750`, files `0640`); `/run/s6/basedir/` made a directory |
 //! | `remap` | C-BOOT-2 | `HERMES_UID`/`HERMES_GID` (else `PUID`/`PGID`) written into the hermes lines of `/etc/passwd` and `/etc/group` (atomic rewrite, everything else byte-for-byte) |
-//! | `scandir` | C-SVC-7 | the scan directory (`/run/service`) emptied (it is runtime state; `/run` survives `docker restart`) and recreated `hermes 0755` |
-//! | `sweep` | C-BOOT-3 | ownership of `HERMES_HOME`, its hermes subtrees and top-level state files healed to hermes; symlinks never followed (`refusing` lines), other mounts never entered, only wrong entries changed |
+//! | `scandir` | C-SVC-7 | the scan directory (`/run/service`) emptied (it is runtime state; `/run` survives `docker restart`), `hermes 0755` |
+//! | `sweep` | C-BOOT-3 | ownership of `HERMES_HOME`, its hermes subtrees and top-level state files healed to hermes; symlinks never followed (a listed path that is a symlink gets a `refusing` line and is left alone), other mounts never entered nor changed, only wrong entries changed |
 //! | `seed` | C-BOOT-4 | the hermes directories created hermes-owned; files of `/opt/hermes/defaults/` copied in when missing, never overwriting |
 //! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
 //! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
 //! | `dashboard` | C-SVC-1 | the `dashboard` slot, up only when `HERMES_DASHBOARD` is truthy |
-//! | `hooks` | C-BOOT-6 | executables in `/etc/cont-init.d/`, lexical order, as root, with the env snapshot; a failing hook stops the container |
-//! | `bootlog` | C-BOOT-9 | one line per slot appended to `$HERMES_HOME/logs/container-boot.log` (rotated to `.1` at 256 KiB), the `profile=default` line last: the readiness line |
+//! | `hooks` | C-BOOT-6 | executables in `/etc/cont-init.d/`, lexical order, as root, with the env snapshot (re-read before each hook); a failing hook stops the container with its exit code (1 if killed by a signal) |
+//! | `bootlog` | C-BOOT-9 | one line per slot appended to `$HERMES_HOME/logs/container-boot.log` (rotated to `.1` at 256 KiB), the `profile=default` line last: the readiness line. With no slots (dashboard container, `reconcile` skipped) a single `profile=default prior_state=None action=skipped` line |
 //!
 //! Environment read by boot:
 //!
 //! - `HERMESINIT_SKIP` — comma- or space-separated step names to skip, for debugging
 //!   (e.g. `HERMESINIT_SKIP=sweep,remap`). Unknown names are warned about.
+//! - `HERMESINIT_SWEEP_THREADS` — threads walking the subtrees in the sweep (1–16; default:
+//!   the CPUs, at most 4). The walk is bound by one `statx` per entry; 1 may suit a spinning
+//!   disk.
 //! - `HERMES_UID`, `HERMES_GID`, `PUID`, `PGID` — the remap (C-BOOT-2). Digits only, 1–65534.
 //!   An empty value counts as unset; a non-empty invalid `HERMES_UID` is ignored with a warning
 //!   and does *not* fall back to `PUID` (as upstream's stage2-hook).
@@ -37,9 +40,11 @@
 //! - `HERMES_HOME` (through the config) — the data volume.
 //!
 //! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
-//! setting (`EPERM`, `EACCES`, `EROFS`) logs a warning with the reason and goes on; any other
-//! failure of a built-in step, and any failing hook, returns [`Fatal`]; init then logs
-//! `fatal: stopping the container: <reason>` and exits with its code.
+//! setting (`EPERM`, `EACCES`, `EROFS`, `EOPNOTSUPP`, and `EINVAL` from a chown to an unmapped
+//! id) logs a warning with the reason and goes on; any other failure of a built-in step (code
+//! 1), and any failing hook, returns [`Fatal`]; init then logs
+//! `fatal: stopping the container: <reason>` and exits with its code. A failed boot writes no
+//! readiness line.
 
 mod bootlog;
 mod fsx;
@@ -383,7 +388,15 @@ impl Boot<'_> {
         else {
             return Ok("skipped: no HERMES_HOME".into());
         };
-        let c = sweep::sweep(&home, self.hermes.uid, self.hermes.gid, self.root).map_err(StepErr::new)?;
+        let threads = match self.env.get("HERMESINIT_SWEEP_THREADS").map(str::parse::<usize>) {
+            Some(Ok(n @ 1..=16)) => n,
+            Some(_) => {
+                warn!("boot: sweep: HERMESINIT_SWEEP_THREADS must be 1-16; using the default");
+                sweep::workers()
+            }
+            None => sweep::workers(),
+        };
+        let c = sweep::sweep_with(&home, self.hermes.uid, self.hermes.gid, self.root, threads).map_err(StepErr::new)?;
         if !self.root && c.wrong > 0 {
             warn!(
                 "boot: sweep: {} entries under {} are not hermes-owned and cannot be fixed without root",

@@ -217,6 +217,9 @@ impl Reconciler<'_> {
         autostart_allowed: bool,
     ) -> Result<Slot, StepErr> {
         for f in STALE_FILES {
+            if fsx::lstat_at(dir, f).is_err() {
+                continue; // nothing there (unlink would say EROFS on a read-only volume)
+            }
             match fsx::unlink_at(dir, f) {
                 Ok(()) => {
                     info!("boot: reconcile: removed stale {}", dir_path.join(f.to_string_lossy().as_ref()).display())

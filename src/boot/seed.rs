@@ -80,6 +80,10 @@ pub fn seed(home: &Path, defaults: &Path, owner: Option<(u32, u32)>) -> Result<S
     let Some(fd) = soft(format_args!("opening {}", home.display()), fsx::open_dir_path(home))? else {
         return Ok(s);
     };
+    if fsx::read_only(fd.as_fd()) {
+        warn!("boot: seed: {} is on a read-only mount: nothing can be created there", home.display());
+        return Ok(s);
+    }
     for rel in SEED_DIRS {
         seed_dir(fd.as_fd(), home, Path::new(rel), owner, &mut s)?;
     }

@@ -17,11 +17,12 @@
 //! migration), and `.env` (API keys) loses group/other permissions, as upstream's stage2-hook.
 
 use super::fsx::{self, Stat};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use tracing::{info, warn};
 
 /// Directories hermes writes to, owned recursively. (`lazy-packages` and `backups` are from
@@ -66,7 +67,7 @@ pub const TOP_PREFIXES: &[&str] = &["state.db", "hermes_state.db", "response_sto
 
 /// How many individual lines of one kind to log before only counting.
 const LOG_LIMIT: usize = 20;
-/// Deeper directories are not entered (each level holds a descriptor open).
+/// Deeper directories are not entered (each level of a pending walk holds a descriptor).
 const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -88,13 +89,21 @@ pub struct Counts {
 impl Counts {
     pub fn summary(&self) -> String {
         format!(
-            "scanned {} entries, changed {}, refused {} symlinks at listed paths, {} symlinks inside \
-             (not followed), skipped {} other mounts, {} failures, {} too deep",
-            self.scanned, self.changed, self.refused, self.symlinks, self.mounts, self.failed, self.too_deep
+            "scanned {} entries, {} not hermes-owned, changed {}, refused {} symlinks at listed paths, \
+             {} symlinks inside (not followed), skipped {} other mounts, {} failures, {} too deep",
+            self.scanned,
+            self.wrong,
+            self.changed,
+            self.refused,
+            self.symlinks,
+            self.mounts,
+            self.failed,
+            self.too_deep
         )
     }
 }
 
+/// One worker's view: the fixed parameters, its own counts, and jobs it found.
 struct Sweeper {
     uid: u32,
     gid: u32,
@@ -106,17 +115,78 @@ struct Sweeper {
     logged_failures: usize,
     /// The first error that is not a rootless/read-only refusal: fatal at the end.
     hard: Option<String>,
+    /// Directories found, to be shared with the other workers.
+    out: Vec<Job>,
+}
+
+/// Work for the pool. A job holds its parent's descriptor (shared), so the walk never
+/// resolves a path: a directory is opened relative to the one it was found in.
+enum Job {
+    /// Open `name` in `parent` (looked at as `expect`: dev, ino) and process its entries.
+    Dir { parent: Arc<OwnedFd>, name: CString, path: PathBuf, expect: ((u32, u32), u64), depth: usize },
+    /// A slice of the entries of an open directory (a huge flat directory is shared out).
+    Entries { dir: Arc<OwnedFd>, path: Arc<PathBuf>, names: Vec<CString>, depth: usize },
+}
+
+/// Entries per job: big enough to amortise the queue, small enough to share a flat directory.
+const CHUNK: usize = 1024;
+
+/// The shared stack of jobs (LIFO: depth first, so few directories are open at once) and how
+/// many workers are busy; when it is empty and nobody is busy, the walk is over.
+struct Pool {
+    state: Mutex<(Vec<Job>, usize)>,
+    cv: Condvar,
+}
+
+impl Pool {
+    fn worker(&self, mut s: Sweeper) -> Sweeper {
+        loop {
+            let job = {
+                let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(j) = g.0.pop() {
+                        g.1 += 1;
+                        break j;
+                    }
+                    if g.1 == 0 {
+                        self.cv.notify_all();
+                        return s;
+                    }
+                    g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            s.run(job);
+            let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let found = !s.out.is_empty();
+            g.0.append(&mut s.out);
+            g.1 -= 1;
+            if found || g.1 == 0 {
+                self.cv.notify_all();
+            }
+        }
+    }
+}
+
+/// How many threads walk the subtrees by default (the walk is bound by `statx`, one per entry).
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
 }
 
 fn is_top_file(name: &[u8]) -> bool {
     TOP_FILES.iter().any(|f| f.as_bytes() == name) || TOP_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
 }
 
+/// Sweep `home` with the default number of threads.
+#[cfg(test)]
+pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, String> {
+    sweep_with(home, uid, gid, fix, workers())
+}
+
 /// Sweep `home`. `Err` is fatal (C-BOOT-6): `HERMES_HOME` cannot be opened, or an error that
 /// is not a rootless/read-only refusal happened (reported after the walk finished).
-pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, String> {
+pub fn sweep_with(home: &Path, uid: u32, gid: u32, fix: bool, threads: usize) -> Result<Counts, String> {
     let fd = match fsx::open_dir_path(home) {
-        Ok(fd) => fd,
+        Ok(fd) => Arc::new(fd),
         Err(e) if fsx::is_soft(&e) => {
             warn!("boot: sweep: cannot open {}: {e}; not sweeping", home.display());
             return Ok(Counts::default());
@@ -124,8 +194,24 @@ pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, Strin
         Err(e) => return Err(format!("cannot open {}: {e}", home.display())),
     };
     let root = fsx::fstat(fd.as_fd()).map_err(|e| format!("cannot stat {}: {e}", home.display()))?;
-    let mut s =
-        Sweeper { uid, gid, fix, root, c: Counts::default(), logged_refusals: 0, logged_failures: 0, hard: None };
+    let fix = if fix && fsx::read_only(fd.as_fd()) {
+        warn!("boot: sweep: {} is on a read-only mount: ownership is checked, not fixed", home.display());
+        false
+    } else {
+        fix
+    };
+    let new = || Sweeper {
+        uid,
+        gid,
+        fix,
+        root,
+        c: Counts::default(),
+        logged_refusals: 0,
+        logged_failures: 0,
+        hard: None,
+        out: Vec::new(),
+    };
+    let mut s = new();
     s.c.scanned += 1;
     if !root.owned_by(uid, gid) {
         s.c.wrong += 1;
@@ -140,19 +226,18 @@ pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, Strin
     match fsx::list(fd.as_fd()) {
         Ok(names) => {
             for name in names.iter().filter(|n| is_top_file(n.to_bytes())) {
-                s.visit(fd.as_fd(), home, name, Visit::TopFile, 0);
+                s.visit(&fd, home, name, Visit::TopFile, 0);
             }
         }
         Err(e) => s.failure(home, e),
     }
-    for rel in DIRS_ONLY.iter().map(|r| (r, Visit::DirOnly)).chain(SUBTREES.iter().map(|r| (r, Visit::Subtree))) {
-        let (r, how) = rel;
+    for (r, how) in DIRS_ONLY.iter().map(|r| (r, Visit::DirOnly)).chain(SUBTREES.iter().map(|r| (r, Visit::Subtree))) {
         let rel = Path::new(r);
         match fsx::walk_parent(fd.as_fd(), rel) {
             Ok((parent, name)) => {
-                let dir = parent.as_ref().map(|p| p.as_fd()).unwrap_or(fd.as_fd());
+                let dir = parent.map(Arc::new).unwrap_or_else(|| fd.clone());
                 let dir_path = home.join(rel.parent().unwrap_or(Path::new("")));
-                s.visit(dir, &dir_path, &name, how, 0);
+                s.visit(&dir, &dir_path, &name, how, 0);
             }
             Err((_, e)) if fsx::is_missing(&e) => {}
             Err((comp, e)) if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
@@ -161,13 +246,40 @@ pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, Strin
             Err((comp, e)) => s.failure(&home.join(comp), e),
         }
     }
-    if let Some(h) = s.hard {
+    // The subtrees' contents, shared out over a few threads (all joined before returning, so
+    // PID 1 is single-threaded again when it forks hooks and services).
+    let pool = Pool { state: Mutex::new((std::mem::take(&mut s.out), 0)), cv: Condvar::new() };
+    let mut done = vec![s];
+    std::thread::scope(|sc| {
+        let helpers: Vec<_> = (1..threads.max(1))
+            .filter_map(|i| {
+                let (pool, w) = (&pool, new());
+                std::thread::Builder::new().name(format!("sweep-{i}")).spawn_scoped(sc, move || pool.worker(w)).ok()
+            })
+            .collect();
+        done.push(pool.worker(new()));
+        done.extend(helpers.into_iter().filter_map(|h| h.join().ok()));
+    });
+    let mut c = Counts::default();
+    let mut hard = None;
+    for w in done {
+        c.scanned += w.c.scanned;
+        c.changed += w.c.changed;
+        c.wrong += w.c.wrong;
+        c.refused += w.c.refused;
+        c.symlinks += w.c.symlinks;
+        c.mounts += w.c.mounts;
+        c.failed += w.c.failed;
+        c.too_deep += w.c.too_deep;
+        hard = hard.or(w.hard);
+    }
+    if let Some(h) = hard {
         return Err(h);
     }
-    if s.c.failed > 0 {
-        warn!("boot: sweep: {} entries could not be changed (rootless or read-only?)", s.c.failed);
+    if c.failed > 0 {
+        warn!("boot: sweep: {} entries could not be changed (rootless or read-only?)", c.failed);
     }
-    Ok(s.c)
+    Ok(c)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,9 +310,7 @@ impl Sweeper {
             return; // removed while we looked: nothing to fix
         }
         self.c.failed += 1;
-        // EINVAL: the uid is not mapped in this user namespace (rootless Podman).
-        let soft = fsx::is_soft(&e) || e.raw_os_error() == Some(libc::EINVAL);
-        if !soft && self.hard.is_none() {
+        if !fsx::is_soft(&e) && self.hard.is_none() {
             self.hard = Some(format!("{}: {e}", path.display()));
         }
         if self.logged_failures < LOG_LIMIT {
@@ -209,9 +319,10 @@ impl Sweeper {
         }
     }
 
-    fn visit(&mut self, dir: BorrowedFd, dir_path: &Path, name: &CStr, how: Visit, depth: usize) {
+    /// Check (and fix) one entry of `dir`; a directory to descend into becomes a job.
+    fn visit(&mut self, dir: &Arc<OwnedFd>, dir_path: &Path, name: &CStr, how: Visit, depth: usize) {
         let path = || dir_path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-        let st = match fsx::lstat_at(dir, name) {
+        let st = match fsx::lstat_at(dir.as_fd(), name) {
             Ok(st) => st,
             Err(e) => return self.failure(&path(), e),
         };
@@ -237,14 +348,14 @@ impl Sweeper {
         if !st.owned_by(self.uid, self.gid) {
             self.c.wrong += 1;
             if self.fix {
-                match fsx::chown_at(dir, name, self.uid, self.gid) {
+                match fsx::chown_at(dir.as_fd(), name, self.uid, self.gid) {
                     Ok(()) => self.c.changed += 1,
                     Err(e) => self.failure(&path(), e),
                 }
             }
         }
         if how == Visit::TopFile {
-            self.fix_mode(dir, name, &st, &path());
+            self.fix_mode(dir.as_fd(), name, &st, &path());
             return;
         }
         if !st.is_dir() || st.is_symlink() || how == Visit::DirOnly {
@@ -255,29 +366,51 @@ impl Sweeper {
             warn!("boot: sweep: not descending below {}: more than {MAX_DEPTH} levels", path().display());
             return;
         }
-        let sub = match fsx::open_dir_at(dir, name) {
-            Ok(fd) => fd,
-            Err(e) if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
-                return self.refuse(&path(), false);
-            }
-            Err(e) => return self.failure(&path(), e),
-        };
-        // The directory we opened must be the one we looked at (not swapped in between).
-        match fsx::fstat(sub.as_fd()) {
-            Ok(now) if now.ino == st.ino && now.dev == st.dev => {}
-            Ok(_) => return self.refuse(&path(), false),
-            Err(e) => return self.failure(&path(), e),
-        }
-        self.walk(&sub, &path(), depth + 1);
+        self.out.push(Job::Dir {
+            parent: dir.clone(),
+            name: name.to_owned(),
+            path: path(),
+            expect: (st.dev, st.ino),
+            depth: depth + 1,
+        });
     }
 
-    fn walk(&mut self, dir: &OwnedFd, dir_path: &Path, depth: usize) {
-        let names = match fsx::list(dir.as_fd()) {
-            Ok(n) => n,
-            Err(e) => return self.failure(dir_path, e),
-        };
-        for name in &names {
-            self.visit(dir.as_fd(), dir_path, name, Visit::Inner, depth);
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Dir { parent, name, path, expect, depth } => {
+                let fd = match fsx::open_dir_at(parent.as_fd(), &name) {
+                    Ok(fd) => fd,
+                    Err(e) if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                        return self.refuse(&path, false);
+                    }
+                    Err(e) => return self.failure(&path, e),
+                };
+                drop(parent);
+                // The directory we opened must be the one we looked at (not swapped in between).
+                match fsx::fstat(fd.as_fd()) {
+                    Ok(now) if (now.dev, now.ino) == expect => {}
+                    Ok(_) => return self.refuse(&path, false),
+                    Err(e) => return self.failure(&path, e),
+                }
+                let mut names = match fsx::list(fd.as_fd()) {
+                    Ok(n) => n,
+                    Err(e) => return self.failure(&path, e),
+                };
+                let dir = Arc::new(fd);
+                let path = Arc::new(path);
+                while names.len() > CHUNK {
+                    let rest = names.split_off(names.len() - CHUNK);
+                    self.out.push(Job::Entries { dir: dir.clone(), path: path.clone(), names: rest, depth });
+                }
+                self.entries(&dir, &path, &names, depth);
+            }
+            Job::Entries { dir, path, names, depth } => self.entries(&dir, &path, &names, depth),
+        }
+    }
+
+    fn entries(&mut self, dir: &Arc<OwnedFd>, path: &Path, names: &[CString], depth: usize) {
+        for name in names {
+            self.visit(dir, path, name, Visit::Inner, depth);
         }
     }
 
@@ -311,8 +444,6 @@ mod tests {
     use super::*;
     use crate::boot::testutil::{TempDir, is_root, owner};
     use std::os::unix::fs::{PermissionsExt, symlink};
-
-    use std::path::PathBuf;
 
     const H: (u32, u32) = (10000, 10000);
 
@@ -397,6 +528,39 @@ mod tests {
         let c = sweep(&home, me.0 + 1, me.1 + 1, false).unwrap();
         assert_eq!(c.refused, 2, "{c:?}");
         assert_eq!(c.changed, 0);
+    }
+
+    /// The pool: a flat directory bigger than a chunk and a deep chain, shared over 4 workers,
+    /// gives the same result as 1 worker.
+    #[test]
+    fn c_boot_3_parallel_walk_counts_every_entry_once() {
+        if !is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let t = TempDir::new("sweep-pool");
+        let home = t.path().join("data");
+        let flat = home.join("sessions");
+        std::fs::create_dir_all(&flat).unwrap();
+        for i in 0..(3 * CHUNK + 7) {
+            std::fs::write(flat.join(format!("s{i}.json")), "").unwrap();
+        }
+        let mut deep = home.join("skills");
+        for i in 0..40 {
+            deep = deep.join(format!("l{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("leaf"), "").unwrap();
+        let all = walk(&home);
+        for (i, p) in all.iter().enumerate() {
+            chown(p, if i % 7 == 0 { (0, 0) } else { H });
+        }
+        let wrong = all.iter().filter(|p| owner(p) != H).count() as u64;
+        let c = sweep_with(&home, H.0, H.1, true, 4).unwrap();
+        assert_eq!((c.scanned, c.wrong, c.changed), (all.len() as u64, wrong, wrong), "{c:?}");
+        assert!(all.iter().all(|p| owner(p) == H));
+        let again = sweep_with(&home, H.0, H.1, true, 1).unwrap();
+        assert_eq!((again.scanned, again.changed), (all.len() as u64, 0));
     }
 
     fn walk(p: &Path) -> Vec<PathBuf> {

@@ -314,12 +314,14 @@ impl Logger {
                         }
                     }
                     Target::Alert { size } => {
-                        let cut = if *size == 0 { line.len() } else { line.len().min(*size) };
+                        // Cut to `E` bytes and marked with "..." — unless the mark would not
+                        // make it shorter (s6-log 2.11).
+                        let cut = *size > 0 && line.len() > size + 3;
                         let mut e = std::io::stderr().lock();
                         let _ = e.write_all(b"s6-log: alert: ");
                         let _ = e.write_all(prefix.as_bytes());
-                        let _ = e.write_all(&line[..cut]);
-                        let _ = e.write_all(b"\n");
+                        let _ = e.write_all(if cut { &line[..*size] } else { line });
+                        let _ = e.write_all(if cut { b"...\n" } else { b"\n" });
                     }
                     Target::Status { path, size } => write_status(path, *size, prefix.as_bytes(), line),
                     Target::Dir { index, .. } => {
@@ -439,10 +441,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 Some(_) => return fatal(PROG, 100, "notification fd must be 3 or more"),
                 None => return usage(PROG, USAGE),
             },
+            // Below 48 (but not 0, "no limit") is raised to 48, as s6-log 2.11 does.
             'l' => match arg.as_deref().and_then(getopt::uint) {
                 Some(0) => limit = 0,
-                Some(n) if n >= 48 => limit = n as usize,
-                _ => return usage(PROG, USAGE),
+                Some(n) => limit = n.max(48) as usize,
+                None => return usage(PROG, USAGE),
             },
             _ => {}
         }
@@ -495,7 +498,10 @@ fn run(logger: &mut Logger, limit: usize, protect: bool) -> i32 {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGHUP);
-    if !protect {
+    if protect {
+        // SAFETY: setting a disposition.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    } else {
         mask.add(Signal::SIGTERM);
     }
     let _ = mask.thread_block();

@@ -7,7 +7,19 @@
 //! codes and messages follow Debian's s6 2.11 (`skalibs` conventions: `prog: fatal: …`,
 //! usage 100, system errors 111); the differential tests in `tests/s6_differential.rs` hold
 //! them against the real tools. Where hermesinit differs on purpose, the applet's module says
-//! so.
+//! so; in short:
+//!
+//! - `s6-svstat` prints `up (pid N)` without s6 ≥ 2.12's ` pgid N` (Hermes 0.19.0's regex),
+//!   accepts the `pgid` field, and answers any user (PID 1 serves status to all).
+//! - `s6-svc -x` does nothing; `s6-svscanctl -b/-t/-i/-q` are refused (stop the container
+//!   through PID 1 instead); `-wU`/`-wR` and `s6-svwait -U/-R` have no readiness to wait for.
+//! - `s6-log` keeps no `lock` file, logs a last line without newline, refuses processors.
+//! - `with-contenv` sets a variable whose snapshot file is empty to "" (s6-envdir unsets it)
+//!   and keeps `/command` on PATH.
+//!
+//! A service directory maps to a service only when its parent is the scan directory
+//! (`HERMESINIT_SCAN_DIR`, the config's `scan_dir`, `/run/service`); anything else is "not
+//! supervised", as for s6 a directory without an s6-supervise.
 
 mod common;
 mod getopt;

@@ -1,9 +1,10 @@
 //! `s6-svwait [ -U | -u | -d | -D | -r | -R ] [ -a | -o ] [ -t timeout ] servicedir…`
 //! (C-S6-4), and the waiting that `s6-svc -w…` shares with it.
 //!
-//! Up, down and "down and finished" are answered by PID 1 (a `wait` request, no polling);
-//! a restart (`-r`) is watched by polling the status every 25 ms, since it is a sequence of
-//! states that a single condition cannot express. hermesinit has no readiness notification:
+//! Up, down and "down and finished" are answered by PID 1 (a `wait` request, no polling).
+//! Two stretches are watched by reading the status every 25 ms instead: a restart (`-r`), a
+//! sequence of states that one condition cannot express, and the end of a stop — PID 1's
+//! `down` holds as soon as a service is being stopped, s6's only once its process is gone. hermesinit has no readiness notification:
 //! `-U`/`-R` behave as `-u`/`-r` when the service directory has a `notification-fd` file,
 //! and — exactly like s6 — never succeed when it has none.
 
@@ -65,15 +66,18 @@ pub fn wait(
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     match until {
         Until::Up | Until::Down | Until::Finished => {
-            let until = match until {
+            let wait_for = match until {
                 Until::Up => WaitFor::Up,
                 Until::Down => WaitFor::Down,
                 _ => WaitFor::Finished,
             };
             let timeout_ms = remaining().map(|d| d.as_millis() as u64);
-            let req = Request::Wait { services: names.to_vec(), until, any, timeout_ms };
+            let req = Request::Wait { services: names.to_vec(), until: wait_for, any, timeout_ms };
             match control::request(req) {
                 Ok(r) if r.ok && r.timed_out => Err(WaitError::TimedOut),
+                // PID 1 counts a service that is being stopped as down already; for s6 it is
+                // up until its process is gone, so that last stretch is watched here.
+                Ok(r) if r.ok && until == Until::Down => poll(names, any, deadline, |_, s| met(s, Until::Down)),
                 Ok(r) if r.ok => Ok(()),
                 Ok(r) => Err(WaitError::Call(CallError::Refused(r.error.unwrap_or_default()))),
                 Err(ClientError::NotRunning(_)) => Err(WaitError::Call(CallError::NotSupervised)),
@@ -94,33 +98,45 @@ pub fn wait(
                 .iter()
                 .map(|n| initial.iter().find(|s| &s.name == n).is_none_or(|s| !met(s, Until::Up)))
                 .collect();
-            loop {
-                let r = common::call(Request::Status { services: names.to_vec() }).map_err(|e| match e {
-                    CallError::System(m) => WaitError::Died(m),
-                    e => WaitError::Call(e),
-                })?;
-                let mut done = Vec::with_capacity(names.len());
-                for (i, n) in names.iter().enumerate() {
-                    let Some(now) = r.services.iter().find(|s| &s.name == n) else {
-                        return Err(WaitError::Call(CallError::NotSupervised));
-                    };
-                    let before = initial.iter().find(|s| &s.name == n);
-                    let up = met(now, Until::Up);
-                    if !up {
-                        seen_down[i] = true;
-                    }
-                    let changed = before.is_some_and(|b| b.pid != now.pid || b.since_ms != now.since_ms);
-                    done.push(up && (seen_down[i] || changed));
+            poll(names, any, deadline, |i, now| {
+                let up = met(now, Until::Up);
+                if !up {
+                    seen_down[i] = true;
                 }
-                if if any { done.iter().any(|d| *d) } else { done.iter().all(|d| *d) } {
-                    return Ok(());
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(WaitError::TimedOut);
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
+                let before = initial.iter().find(|s| s.name == now.name);
+                let changed = before.is_some_and(|b| b.pid != now.pid || b.since_ms != now.since_ms);
+                up && (seen_down[i] || changed)
+            })
         }
+    }
+}
+
+/// Read the status every 25 ms until `done` holds for every service (or any of them).
+fn poll(
+    names: &[String],
+    any: bool,
+    deadline: Option<Instant>,
+    mut done: impl FnMut(usize, &ServiceStatus) -> bool,
+) -> Result<(), WaitError> {
+    loop {
+        let r = common::call(Request::Status { services: names.to_vec() }).map_err(|e| match e {
+            CallError::System(m) => WaitError::Died(m),
+            e => WaitError::Call(e),
+        })?;
+        let mut results = Vec::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            let Some(now) = r.services.iter().find(|s| &s.name == n) else {
+                return Err(WaitError::Call(CallError::NotSupervised));
+            };
+            results.push(done(i, now));
+        }
+        if if any { results.iter().any(|d| *d) } else { results.iter().all(|d| *d) } {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(WaitError::TimedOut);
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

@@ -644,7 +644,8 @@ impl Supervisor {
         };
         let ok = |s: &&Slot| match until {
             control::WaitFor::Up => matches!(s.m.state, State::Up { .. }),
-            control::WaitFor::Down => !matches!(s.m.state, State::Up { .. }),
+            // s6's "down": the process is gone (a stopping one still counts as up).
+            control::WaitFor::Down => s.m.pid().is_none(),
             control::WaitFor::Finished => s.m.is_idle() && s.finish_pid.is_none(),
             control::WaitFor::Boot => true,
         };
