@@ -120,7 +120,6 @@ ENV HERMES_HOME=/opt/data \
     PYTHONDONTWRITEBYTECODE=1 \
     HERMES_DISABLE_LAZY_INSTALLS=1 \
     PATH=/opt/hermes/bin:/opt/hermes/.venv/bin:/opt/data/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-VOLUME ["/opt/data"]
 WORKDIR /opt/data
 ENTRYPOINT ["/init"]
 CMD []
@@ -133,3 +132,7 @@ LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
       org.opencontainers.image.version="${HERMES_VERSION}"
 COPY --from=venv /opt/hermes /opt/hermes
 COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
+
+# Last: the legacy builder gives every step after a VOLUME an anonymous
+# volume that it never removes.
+VOLUME ["/opt/data"]
