@@ -305,4 +305,4 @@ def test_c_svc_4_bind_refusal_is_not_a_restart_storm(refusing: Container) -> Non
     # the field) at a constant gap; a backoff keeps restarting, ever more slowly.
     assert len(times) >= 4, f"restarted after each refusal: {gaps}"
     assert len(times) <= 10, f"{len(times)} refusals in {STORM_WINDOW}s: {gaps}"
-    assert gaps[-1] >= 3 * gaps[0], f"the gaps between refusals must grow: {gaps}"
+    assert gaps[-1] >= 3 * min(gaps[:3]), f"the gaps between refusals must grow: {gaps}"
