@@ -90,6 +90,21 @@ def test_c_s6_3_svstat_o_fields(gw: Container) -> None:
     assert r.stdout.split() == ["true", "true", "true", str(pid), "-1"], r.stdout
 
 
+def test_c_s6_3_svstat_while_a_restart_is_pending_says_want_up(gw: Container) -> None:
+    slot_script(gw, "gateway-flappy", "#!/bin/sh\nexit 1\n")
+
+    def pending() -> str:
+        r = gw.svstat("gateway-flappy")
+        return r.stdout.strip() if r.stdout.startswith("down") and "want up" in r.stdout else ""
+
+    line = wait_for(pending, 20, "a `down …, want up` line while the restart is pending")
+    assert DOWN_LINE.match(line) and "exitcode 1" in line, line
+    fields = wait_for(lambda: (o := gw.svstat("gateway-flappy", "-o", "up,wantedup,normallyup,pid,exitcode")
+                               .stdout.split())[:1] == ["false"] and o, 20, "-o fields while down")
+    assert fields == ["false", "true", "true", "-1", "1"], fields
+    gw.svc("-d", "gateway-flappy", user="root")
+
+
 def test_c_s6_3_svstat_without_a_supervisor_fails(gw: Container) -> None:
     r = gw.exec("/command/s6-svstat", "/tmp")
     assert r.returncode == 1 and r.stderr.strip(), describe(r)
