@@ -65,7 +65,7 @@ pub struct LogDefaults {
 
 impl Default for LogDefaults {
     fn default() -> Self {
-        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 1 << 20 }
+        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 256 << 10 }
     }
 }
 

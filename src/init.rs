@@ -18,7 +18,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -47,7 +47,8 @@ struct Init {
     sup: Supervisor,
     server: Option<Server>,
     sfd: SignalFd,
-    inotify: Option<nix::sys::inotify::Inotify>,
+    /// dnotify watch on the scan directory (its events arrive as `DNOTIFY_SIG` on the signalfd).
+    _scan_watch: Option<std::fs::File>,
     main_pid: Option<Pid>,
     main_code: Option<i32>,
     boot: BootState,
@@ -80,7 +81,11 @@ fn blocked_signals() -> SigSet {
             set.add(s);
         }
     }
-    set
+    let mut raw: libc::sigset_t = *set.as_ref();
+    // SAFETY: sigaddset on a valid set.
+    unsafe { libc::sigaddset(&mut raw, dnotify_sig()) };
+    // SAFETY: a valid sigset_t built from a SigSet.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -159,14 +164,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // Boot may have changed the user's ids: resolve again.
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     let base_env = child_env(&cfg);
-    let inotify = watch(&cfg.scan_dir);
+    let scan_watch = watch(&cfg.scan_dir);
     let mut init = Init {
         sup: Supervisor::new(cfg.clone(), base_env.clone()),
         hermes_uid: hermes.as_ref().map(|h| h.uid),
         cfg,
         server,
         sfd,
-        inotify,
+        _scan_watch: scan_watch,
         main_pid: None,
         main_code: None,
         boot: BootState::Running,
@@ -188,7 +193,27 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
+    page_out_text();
     init.run()
+}
+
+/// PID 1 lives as long as the container, but most of its (static) text ran once, at boot.
+/// Hand those pages back: the loop's hot pages fault back in, the rest stays out, and PID 1's
+/// resident size drops by about a third.
+fn page_out_text() {
+    unsafe extern "C" {
+        static __executable_start: u8;
+        static etext: u8;
+    }
+    // SAFETY: linker-defined symbols bounding our own text; madvise only advises.
+    unsafe {
+        let page = 4096usize;
+        let start = (&raw const __executable_start as usize) & !(page - 1);
+        let end = &raw const etext as usize;
+        if end > start {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
+        }
+    }
 }
 
 /// The unprivileged user. As root we must be able to drop to it: never run the main program as
@@ -243,18 +268,41 @@ fn spawn_main(
     })
 }
 
-fn watch(dir: &std::path::Path) -> Option<nix::sys::inotify::Inotify> {
-    use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+/// The real-time signal dnotify raises for scan-directory changes.
+fn dnotify_sig() -> i32 {
+    libc::SIGRTMIN() + 2
+}
+
+/// Watch the scan directory for entries created, deleted or renamed (C-SVC-7). dnotify rather
+/// than inotify: tearing down an inotify instance waits for an SRCU grace period (7–16 ms
+/// here) inside PID 1's exit, on every container stop; dnotify marks live in one global group
+/// and cost nothing to drop.
+fn watch(dir: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::create_dir_all(dir);
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-    ino.add_watch(dir, F::IN_CREATE | F::IN_DELETE | F::IN_MOVED_TO | F::IN_MOVED_FROM | F::IN_ONLYDIR).ok()?;
-    Some(ino)
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir).ok()?;
+    let fd = f.as_raw_fd();
+    // <fcntl.h> values the libc crate does not export (stable Linux ABI).
+    const F_SETSIG: i32 = 10;
+    const DN_DELETE: i32 = 0x8;
+    const DN_RENAME: i32 = 0x10;
+    const DN_CREATE: i32 = 0x4;
+    const DN_MULTISHOT: i32 = 0x8000_0000u32 as i32;
+    // SAFETY: fcntl on an fd we own, with integer arguments.
+    let ok = unsafe {
+        libc::fcntl(fd, F_SETSIG, dnotify_sig()) == 0
+            && libc::fcntl(fd, libc::F_NOTIFY, DN_CREATE | DN_DELETE | DN_RENAME | DN_MULTISHOT) == 0
+    };
+    if !ok {
+        warn!("cannot watch {} for changes: {}; rescanning periodically", dir.display(), nix::Error::last());
+        return None;
+    }
+    Some(f)
 }
 
 #[derive(Clone, Copy)]
 enum Token {
     Signal,
-    Inotify,
     Listener,
     Conn(u64),
     Pipe(usize),
@@ -267,8 +315,7 @@ impl Init {
         loop {
             let now = Instant::now();
             if let Some(code) = self.finished(now) {
-                self.sup.stdout.flush();
-                crate::logs::flush_stderr();
+                self.flush_out(now + Duration::from_secs(1));
                 return code;
             }
             let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -278,16 +325,14 @@ impl Init {
                 tokens.push(t);
             };
             add(self.sfd.as_raw_fd(), libc::POLLIN, Token::Signal);
-            if let Some(i) = &self.inotify {
-                add(i.as_fd().as_raw_fd(), libc::POLLIN, Token::Inotify);
-            }
             if let Some(s) = &self.server {
                 add(s.listen_fd(), libc::POLLIN, Token::Listener);
                 for (fd, w, id) in s.conn_fds() {
                     add(fd, if w { libc::POLLOUT } else { libc::POLLIN }, Token::Conn(id));
                 }
             }
-            let pipes = self.sup.read_fds();
+            let paused = self.sup.paused_until(now);
+            let pipes = if paused.is_some() { Vec::new() } else { self.sup.read_fds() };
             for (i, (fd, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }
@@ -301,7 +346,11 @@ impl Init {
                     add(fd, libc::POLLOUT, Token::Stderr);
                 }
             }
-            let timeout = self.next_deadline(now).map(|d| d.saturating_duration_since(now));
+            let deadline = match (self.next_deadline(now), paused) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
             let ms = timeout.map_or(-1, |d| {
                 d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0)
             });
@@ -317,18 +366,6 @@ impl Init {
                 }
                 match *tok {
                     Token::Signal => self.signals(now),
-                    Token::Inotify => {
-                        if let Some(i) = &self.inotify {
-                            while let Ok(ev) = i.read_events() {
-                                if ev.is_empty() {
-                                    break;
-                                }
-                            }
-                        }
-                        if self.stopping.is_none() {
-                            self.sup.rescan(now);
-                        }
-                    }
                     Token::Listener => {
                         if let Some(s) = self.server.as_mut() {
                             s.accept();
@@ -354,6 +391,34 @@ impl Init {
         }
     }
 
+    /// C-INIT-3: what services wrote before the stop reaches `docker logs`. Waits for a slow
+    /// reader until `deadline`, then reports what could not be delivered.
+    fn flush_out(&mut self, deadline: Instant) {
+        self.sup.drain_all();
+        loop {
+            self.sup.stdout.flush();
+            self.sup.stderr.flush();
+            let pending: Vec<i32> = [&self.sup.stdout, &self.sup.stderr]
+                .into_iter()
+                .filter(|s| s.pending())
+                .filter_map(|s| s.raw_fd())
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending.is_empty() || left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> =
+                pending.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
+            // SAFETY: a valid pollfd array.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis().max(1) as i32) };
+        }
+        let lost = self.sup.stdout.buffered() + self.sup.stderr.buffered();
+        if lost > 0 {
+            warn!("exiting with {lost} bytes of service output the container's stdout did not take");
+        }
+        crate::logs::flush_stderr();
+    }
+
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let mut d = self.sup.deadline();
         let mut fold = |x: Option<Instant>| {
@@ -372,7 +437,15 @@ impl Init {
 
     fn signals(&mut self, now: Instant) {
         while let Ok(Some(info)) = self.sfd.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+            let signo = info.ssi_signo as i32;
+            // The scan directory changed (or the RT queue overflowed into SIGIO): rescan.
+            if signo == dnotify_sig() || signo == libc::SIGIO {
+                if self.stopping.is_none() {
+                    self.sup.rescan(now);
+                }
+                continue;
+            }
+            let Ok(sig) = Signal::try_from(signo) else { continue };
             match sig {
                 Signal::SIGCHLD | Signal::SIGPIPE => {}
                 Signal::SIGTERM if self.stopping.is_none() => {

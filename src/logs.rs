@@ -238,6 +238,8 @@ pub struct Sink {
     buf: VecDeque<u8>,
     cap: usize,
     pub dropped_lines: u64,
+    /// When the reader last took data (or the buffer was empty).
+    pub last_progress: std::time::Instant,
 }
 
 impl Sink {
@@ -267,12 +269,19 @@ impl Sink {
         if let Some(fd) = &fd {
             let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
         }
-        Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0 }
+        Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0, last_progress: std::time::Instant::now() }
     }
 
     /// A sink that writes to a given fd (tests, benchmarks).
     pub fn from_fd(fd: OwnedFd, cap: usize) -> Sink {
-        Sink { fd: Some(fd), socket: false, buf: VecDeque::new(), cap, dropped_lines: 0 }
+        Sink {
+            fd: Some(fd),
+            socket: false,
+            buf: VecDeque::new(),
+            cap,
+            dropped_lines: 0,
+            last_progress: std::time::Instant::now(),
+        }
     }
 
     pub fn raw_fd(&self) -> Option<i32> {
@@ -281,6 +290,14 @@ impl Sink {
 
     pub fn pending(&self) -> bool {
         !self.buf.is_empty()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// Queue one line (newline added) and try to write.
@@ -306,6 +323,9 @@ impl Sink {
 
     /// Write as much as the reader takes now.
     pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            self.last_progress = std::time::Instant::now();
+        }
         let Some(fd) = &self.fd else {
             self.buf.clear();
             return;
@@ -323,6 +343,7 @@ impl Sink {
             };
             if n > 0 {
                 self.buf.drain(..n as usize);
+                self.last_progress = std::time::Instant::now();
                 continue;
             }
             let err = nix::Error::last();

@@ -63,9 +63,9 @@ fn c_svc_7_services_come_and_go_at_runtime() {
     let root = Root::new("runtime");
     let out = run(
         &root,
-        "mk late 'exec sleep 100'; svc wait --up late --timeout 5 && echo appeared; \
+        "mk late 'exec sleep 100'; svc wait --up late --timeout 2 && echo appeared; \
          mkdir -p /run/service/.ignored; printf '#!/bin/sh\\nexec sleep 100\\n' > /run/service/.ignored/run; chmod +x /run/service/.ignored/run; \
-         rm -rf /run/service/late; svc wait --down late --timeout 5 && echo gone; sleep 0.3; \
+         rm -rf /run/service/late; svc wait --down late --timeout 2 && echo gone; sleep 0.3; \
          pgrep -x sleep >/dev/null && echo sleep-left || echo no-sleep; svc list; exit 0",
         30,
     );

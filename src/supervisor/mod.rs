@@ -445,7 +445,8 @@ impl Supervisor {
                     let flush = |f: &mut Fanout, out: &mut Sink, err: &mut Sink| {
                         let to = f.to;
                         let file = &mut f.file;
-                        f.split.flush(|l| deliver(l, to, file, out, err));
+                        let ts = crate::logs::timestamp(SystemTime::now());
+                        f.split.flush(|l| deliver(&ts, l, to, file, out, err));
                     };
                     flush(&mut s.out, &mut self.stdout, &mut self.stderr);
                     if let Some(e) = s.err.as_mut() {
@@ -555,6 +556,25 @@ impl Supervisor {
         self.pids.keys().copied().collect()
     }
 
+    /// Backpressure on the container's stdout: while its buffer is over half full and the reader
+    /// is still taking data (progress within `STALL`), service pipes are not read, so services
+    /// block briefly as under s6-log instead of losing lines. A reader stuck for longer than
+    /// `STALL` no longer holds anyone back: lines are then dropped for stdout (and counted).
+    /// Returns the moment reading resumes by itself, when paused.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        const STALL: Duration = Duration::from_secs(1);
+        let busy = |s: &Sink| s.buffered() * 2 > s.capacity() && now < s.last_progress + STALL;
+        [&self.stdout, &self.stderr].into_iter().filter(|s| busy(s)).map(|s| s.last_progress + STALL).max()
+    }
+
+    /// Read what every slot's pipes hold now (at exit: nothing written before the stop is lost).
+    pub fn drain_all(&mut self) {
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        for n in names {
+            self.drain(&n);
+        }
+    }
+
     /// The fds to poll for reading, each with the slot it belongs to.
     pub fn read_fds(&self) -> Vec<(RawFd, String)> {
         let mut v = Vec::new();
@@ -580,7 +600,8 @@ impl Supervisor {
                         let to = f.to;
                         let file = &mut f.file;
                         let (out, err) = (&mut self.stdout, &mut self.stderr);
-                        f.split.feed(&buf[..n], |l| deliver(l, to, file, out, err));
+                        let ts = crate::logs::timestamp(SystemTime::now());
+                        f.split.feed(&buf[..n], |l| deliver(&ts, l, to, file, out, err));
                         if n < buf.len() {
                             break;
                         }
@@ -674,14 +695,16 @@ fn kind_name(k: &Kind) -> &'static str {
     }
 }
 
-fn deliver(line: &[u8], to: Option<Stream>, file: &mut Option<RotatingFile>, out: &mut Sink, err: &mut Sink) {
+/// One line to its stream and file. `ts` is taken once per read: the lines of one read arrived
+/// together, and formatting a timestamp per line was a third of PID 1's time on a burst.
+fn deliver(ts: &str, line: &[u8], to: Option<Stream>, file: &mut Option<RotatingFile>, out: &mut Sink, err: &mut Sink) {
     match to {
         Some(Stream::Stdout) => out.line(line),
         Some(Stream::Stderr) => err.line(line),
         None => {}
     }
     if let Some(f) = file {
-        if let Err(e) = f.write_line(&crate::logs::timestamp(SystemTime::now()), line) {
+        if let Err(e) = f.write_line(ts, line) {
             error!("cannot write log file in {}: {e} (lines still go to stdout)", f.dir.display());
         }
     }
