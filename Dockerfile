@@ -82,11 +82,9 @@ RUN set -eu; \
     /opt/hermes/.venv/bin/python /tmp/image-stamp.py
 
 # ------------------------------------------------------------------ runtime
+# Ordered for the layer cache: what changes most often (hermesinit itself,
+# then hermes-agent) comes last, after every other step.
 FROM debian:trixie-slim
-ARG HERMES_VERSION=0.19.0
-LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
-      org.opencontainers.image.description="Hermes Agent with hermesinit as PID 1" \
-      org.opencontainers.image.version="${HERMES_VERSION}"
 
 # python3: the venv's interpreter. procps: ps/pgrep for operators.
 RUN apt-get update \
@@ -95,21 +93,19 @@ RUN apt-get update \
 
 # The runtime user. The image stays USER root: hermesinit boots as root and
 # drops to hermes for every service and for the main program.
-RUN groupadd --gid 10000 hermes \
-    && useradd --uid 10000 --gid hermes --home-dir /opt/data --no-create-home --shell /bin/bash hermes \
-    && install -d -o hermes -g hermes -m 0755 /opt/data
-
-COPY --from=venv /opt/hermes /opt/hermes
-COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
-COPY docker/config.yaml /etc/hermesinit/config.yaml
-
-# One binary, many names: hermesinit picks its role from argv[0].
+#
+# One binary, many names: hermesinit picks its role from argv[0], so every
+# entry point is a link to /usr/local/bin/hermesinit (copied in last).
+#
 # The runtime directories under /run are made here too, so that a container
 # started with --user 10000:10000 (no root to create them at boot) still gets
 # its env snapshot, scan directory and control socket. A root boot empties
 # and re-owns them; the sticky bit keeps root's socket out of hermes' reach.
 RUN set -eu; \
-    install -d -m 0755 /command /opt/hermes/bin /etc/cont-init.d /run/s6 /run/s6/basedir; \
+    groupadd --gid 10000 hermes; \
+    useradd --uid 10000 --gid hermes --home-dir /opt/data --no-create-home --shell /bin/bash hermes; \
+    install -d -o hermes -g hermes -m 0755 /opt/data; \
+    install -d -m 0755 /command /opt/hermes/bin /etc/cont-init.d /etc/hermesinit /run/s6 /run/s6/basedir; \
     install -d -o hermes -g hermes -m 0755 /run/service; \
     install -d -o hermes -g hermes -m 0750 /run/s6/container_environment; \
     install -d -o root -g hermes -m 1775 /run/hermesinit; \
@@ -124,9 +120,19 @@ ENV HERMES_HOME=/opt/data \
     PYTHONDONTWRITEBYTECODE=1 \
     HERMES_DISABLE_LAZY_INSTALLS=1 \
     PATH=/opt/hermes/bin:/opt/hermes/.venv/bin:/opt/data/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-
-VOLUME ["/opt/data"]
 WORKDIR /opt/data
-
 ENTRYPOINT ["/init"]
 CMD []
+
+COPY docker/config.yaml /etc/hermesinit/config.yaml
+
+ARG HERMES_VERSION=0.19.0
+LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
+      org.opencontainers.image.description="Hermes Agent with hermesinit as PID 1" \
+      org.opencontainers.image.version="${HERMES_VERSION}"
+COPY --from=venv /opt/hermes /opt/hermes
+COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
+
+# Last: the legacy builder gives every step after a VOLUME an anonymous
+# volume that it never removes.
+VOLUME ["/opt/data"]

@@ -4,7 +4,9 @@
 
 builds the image with scripts/docker-prep (base image from debootstrap when
 the engine has none, crates and wheels prefetched on the host) and runs every
-test against it. HERMES_TEST_IMAGE=<tag> uses an existing image instead.
+test against it. HERMES_TEST_IMAGE=<tag> uses an existing image instead;
+HERMES_IMAGE=<tag> names the image to build (two checkouts sharing one
+Docker engine should not share a tag).
 
 No Docker: the tests are skipped on a developer machine and FAIL when CI is
 set (CI must never pass by running nothing).
@@ -48,7 +50,7 @@ def _prepare_image() -> tuple[str | None, str | None]:
         if docker("image", "inspect", given).returncode != 0:
             return None, f"HERMES_TEST_IMAGE={given} does not exist"
         return given, None
-    image = "hermesinit-hermes:test"
+    image = os.environ.get("HERMES_IMAGE", "hermesinit-hermes:test")  # the tag docker-prep builds
     log = tempfile.NamedTemporaryFile(prefix="docker-prep-", suffix=".log", delete=False)
     with log:
         r = subprocess.run(

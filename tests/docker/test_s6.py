@@ -17,6 +17,13 @@ def _state(c: Container, profile_dir: str) -> dict:
     return json.loads(c.read(f"{profile_dir}/gateway_state.json", user="hermes"))
 
 
+def _wait_gateway_running(c: Container, profile_dir: str, pid: int) -> None:
+    """Until the gateway ``pid`` has recorded itself running (its signal handling is set up)."""
+    wait_for(lambda: (s := _state(c, profile_dir)).get("pid") == pid and s.get("gateway_state") == "running",
+             30, f"gateway {pid} to record gateway_state=running",
+             lambda: c.read(f"{profile_dir}/gateway_state.json"))
+
+
 @pytest.fixture(scope="module")
 def gw(module_fleet: Fleet) -> Container:
     """`docker run <image> gateway run`: the supervised default gateway."""
@@ -40,9 +47,9 @@ def test_c_s6_1_hermes_detects_s6_as_the_hermes_user(gw: Container) -> None:
 
 
 def test_c_s6_8_gateway_run_is_supervised_with_a_notice(gw: Container) -> None:
-    logs = gw.logs()
-    assert "s6 supervision" in logs and "--no-supervise" in logs, gw.logs_tail()
-    [main] = gw.find(r"^sleep infinity$")
+    wait_for(lambda: "s6 supervision" in gw.logs(), 30, "Hermes' supervision notice", gw.logs_tail)
+    assert "--no-supervise" in gw.logs()
+    [main] = wait_for(lambda: gw.find(r"^sleep infinity$"), 10, "the main program to become `sleep infinity`")
     assert main.ppid == 1 and main.uid == 10000, main
     assert len(gw.find(r"/hermes (-p \S+ )?gateway run")) == 1, "one gateway: no run -> start -> run recursion"
 
@@ -81,6 +88,21 @@ def test_c_s6_3_svstat_o_fields(gw: Container) -> None:
     r = gw.svstat("gateway-default", "-o", "up,wantedup,normallyup,pid,exitcode")
     assert r.returncode == 0, describe(r)
     assert r.stdout.split() == ["true", "true", "true", str(pid), "-1"], r.stdout
+
+
+def test_c_s6_3_svstat_while_a_restart_is_pending_says_want_up(gw: Container) -> None:
+    slot_script(gw, "gateway-flappy", "#!/bin/sh\nexit 1\n")
+
+    def pending() -> str:
+        r = gw.svstat("gateway-flappy")
+        return r.stdout.strip() if r.stdout.startswith("down") and "want up" in r.stdout else ""
+
+    line = wait_for(pending, 20, "a `down …, want up` line while the restart is pending")
+    assert DOWN_LINE.match(line) and "exitcode 1" in line, line
+    fields = wait_for(lambda: (o := gw.svstat("gateway-flappy", "-o", "up,wantedup,normallyup,pid,exitcode")
+                               .stdout.split())[:1] == ["false"] and o, 20, "-o fields while down")
+    assert fields == ["false", "true", "true", "-1", "1"], fields
+    gw.svc("-d", "gateway-flappy", user="root")
 
 
 def test_c_s6_3_svstat_without_a_supervisor_fails(gw: Container) -> None:
@@ -227,9 +249,12 @@ def test_c_s6_profile_gateway_start_stop_restart(gw: Container) -> None:
     wait_for(lambda: "Hermes Gateway Starting" in gw.exec("cat", f"{HERMES_HOME}/logs/gateways/coder/current").stdout,
              30, "the coder banner in its log file", gw.logs_tail)
 
+    _wait_gateway_running(gw, profile_dir, pid)
+
     r = gw.exec("hermes", "-p", "coder", "gateway", "restart")
     assert r.returncode == 0, describe(r)
     pid = gw.wait_slot_up("gateway-coder", not_pid=pid)
+    _wait_gateway_running(gw, profile_dir, pid)
 
     r = gw.exec("hermes", "-p", "coder", "gateway", "stop")
     assert r.returncode == 0, describe(r)
