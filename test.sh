@@ -27,5 +27,5 @@ mapfile -t shells < <(git ls-files | while read -r f; do
 
 if [ -d tests/docker ]; then
   step "Docker contract suite"
-  python3 -m pytest -q tests/docker
+  python3 -m pytest -q -p no:cacheprovider tests/docker
 fi

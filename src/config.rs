@@ -50,7 +50,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { first_ms: 0, base_ms: 500, max_ms: 30_000, reset_after_ms: 10_000 }
+        Backoff { first_ms: 0, base_ms: 500, max_ms: 30_000, reset_after_ms: 60_000 }
     }
 }
 

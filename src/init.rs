@@ -544,8 +544,8 @@ impl Init {
             Ok(env) => env.request,
             Err(e) => return server.error(id, e),
         };
-        let read_only = matches!(req, Request::Status { .. } | Request::Wait { .. });
-        if inc.uid != 0 && Some(inc.uid) != self.hermes_uid && !read_only {
+        // C-SVC-6: root and the hermes user only — status included.
+        if inc.uid != 0 && Some(inc.uid) != self.hermes_uid {
             return server.error(
                 id,
                 format!(

@@ -10,7 +10,8 @@
 //! so; in short:
 //!
 //! - `s6-svstat` prints `up (pid N)` without s6 ≥ 2.12's ` pgid N` (Hermes 0.19.0's regex),
-//!   accepts the `pgid` field, and answers any user (PID 1 serves status to all).
+//!   accepts the `pgid` field, and answers only root and the hermes user (C-SVC-6: other users
+//!   are refused, status included; s6's status file is world-readable).
 //! - `s6-svc -x` does nothing; `s6-svscanctl -b/-t/-i/-q` are refused (stop the container
 //!   through PID 1 instead); `-wU`/`-wR` and `s6-svwait -U/-R` have no readiness to wait for.
 //! - `s6-log` keeps no `lock` file, logs a last line without newline, refuses processors.

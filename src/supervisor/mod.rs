@@ -113,6 +113,9 @@ impl Supervisor {
     fn policy(&self, dir: &ServiceDir) -> Policy {
         let (stay_down_codes, has_finish, stop) = match &dir.kind {
             Kind::Native(s) => (s.stay_down_exit_codes.clone(), false, s.stop_timeout_ms),
+            // C-SVC-3 holds for gateway slots whichever form wrote them: a gateway that exits 0
+            // (an intentional stop) or 78 (fatal config) stays down. Other s6 services follow s6.
+            Kind::S6 { finish, .. } if dir.name.starts_with("gateway-") => (vec![0, 78], *finish, None),
             Kind::S6 { finish, .. } => (Vec::new(), *finish, None),
         };
         Policy {
