@@ -249,13 +249,19 @@ fn spawn_main(
     cfg: &Config,
 ) -> Result<Pid, (i32, String)> {
     let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.to_string_lossy().into_owned()).unwrap_or_default();
-    let argv = routing::route_main(args, &path);
+    let mut argv = routing::route_main(args, &path);
+    // Run the resolved file, but keep argv[0] as the user typed it.
+    let program = argv[0].clone();
+    if argv[0] != routing::HERMES_REAL {
+        argv[0] = args[0].clone();
+    }
     let mut overlay = vec![("HOME".into(), cfg.hermes_home.clone().into_os_string())];
     if let Some(name) = drop_to.and_then(|h| h.name.clone()) {
         overlay.push(("USER".into(), name.clone().into()));
         overlay.push(("LOGNAME".into(), name.into()));
     }
     let mut cmd = Command::new(&argv);
+    cmd.program(&program);
     cmd.env(crate::envdir::merge(env.iter().cloned(), &overlay));
     cmd.identity = drop_to.cloned();
     // C-INIT-5: own process group, in the terminal's foreground when there is one.
@@ -264,7 +270,7 @@ fn spawn_main(
     info!("starting the main program: {}", argv.join(" "));
     cmd.spawn().map_err(|e| {
         let code = if e.errno == nix::Error::ENOENT { 127 } else { 126 };
-        (code, format!("cannot start the main program {}: {e}", argv[0]))
+        (code, format!("cannot start the main program {program}: {e}"))
     })
 }
 

@@ -20,6 +20,8 @@ pub enum Group {
 }
 
 pub struct Command {
+    /// What to execute; argv[0] when not set.
+    program: Option<CString>,
     argv: Vec<CString>,
     env: Vec<CString>,
     pub cwd: Option<CString>,
@@ -53,6 +55,7 @@ fn cstr(s: impl AsRef<[u8]>) -> CString {
 impl Command {
     pub fn new<S: AsRef<[u8]>>(argv: &[S]) -> Command {
         Command {
+            program: None,
             argv: argv.iter().map(cstr).collect(),
             env: Vec::new(),
             cwd: None,
@@ -73,6 +76,12 @@ impl Command {
                 cstr(kv)
             })
             .collect();
+        self
+    }
+
+    /// Execute this file, keeping argv[0] as given (programs that pick a role from it).
+    pub fn program(&mut self, path: &str) -> &mut Self {
+        self.program = Some(cstr(path));
         self
     }
 
@@ -172,7 +181,8 @@ impl Command {
                 }
             }
             creds::reset_signals();
-            libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
+            let path = self.program.as_ref().map_or(argv[0], |p| p.as_ptr());
+            libc::execve(path, argv.as_ptr(), envp.as_ptr());
             (6, errno())
         }
     }

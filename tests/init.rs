@@ -60,6 +60,8 @@ fn c_main_routing_through_init() {
     }
     let out = root.init(&["echo", "direct"], &[], secs(20));
     assert_eq!(out.stdout.trim(), "direct", "C-MAIN-4: executables on PATH run directly");
+    let out = root.init(&["sh", "-c", "echo argv0=$0"], &[], secs(20));
+    assert_eq!(out.stdout.trim(), "argv0=sh", "argv[0] is kept as typed");
 }
 
 #[test]
