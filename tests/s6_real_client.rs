@@ -34,13 +34,19 @@ fn skip_or_fail(test: &str, why: &str) -> Option<PathBuf> {
     None
 }
 
-/// The cached venv with hermes-agent 0.19.0, built on first use (one test at a time).
+/// The cached venv with hermes-agent 0.19.0, built on first use. One builder at a time across
+/// processes (nextest runs each test in its own): an flock on a file beside the venv.
 fn venv(test: &str) -> Option<PathBuf> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    use std::os::fd::AsRawFd;
     let dir = std::env::var_os("HERMESINIT_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hermes-agent-{VERSION}-venv")));
+    let _ = std::fs::create_dir_all(dir.parent().unwrap_or(std::path::Path::new("/")));
+    let lock = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("lock")).ok();
+    if let Some(f) = &lock {
+        // SAFETY: flock on an fd we own; released when `lock` drops at return.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    }
     let installed = |d: &PathBuf| {
         d.join("bin/hermes").exists()
             && std::fs::read_dir(d.join("lib"))

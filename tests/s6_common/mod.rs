@@ -70,12 +70,21 @@ impl Jail {
     pub fn start(&self, pre: &str, env: &[(&str, &str)], argv: &[&str]) -> Running {
         let d = self.dir.display();
         let links: String = APPLETS.iter().map(|a| format!("ln -sf {BIN} $R/command/{a}; ")).collect();
+        // The build tree (binary, cached venv) must stay visible at its own path even when it
+        // lives under /tmp, which the jail replaces with an empty tmpfs.
+        let target = std::path::Path::new(BIN)
+            .ancestors()
+            .find(|p| p.file_name().is_some_and(|n| n == "target"))
+            .unwrap_or_else(|| std::path::Path::new(BIN).parent().unwrap())
+            .display()
+            .to_string();
         let script = format!(
             "set -e; R={d}/root; \
              mount -t tmpfs tmpfs {d}/ovl; mkdir -p {d}/ovl/u {d}/ovl/w; \
              mount -t overlay overlay -o lowerdir=/,upperdir={d}/ovl/u,workdir={d}/ovl/w $R; \
              mount --rbind /dev $R/dev; mount -t proc proc $R/proc; \
              mount -t tmpfs -o mode=755 tmpfs $R/run; mount -t tmpfs -o mode=1777 tmpfs $R/tmp; \
+             mkdir -p $R{target}; mount --rbind {target} $R{target}; \
              mkdir -p $R/run/service $R/command $R/opt/data $R/etc/hermesinit; {links}\
              grep -q '^hermes:' $R/etc/passwd || echo 'hermes:x:10000:10000:Hermes:/opt/data:/bin/sh' >> $R/etc/passwd; \
              grep -q '^hermes:' $R/etc/group || echo 'hermes:x:10000:' >> $R/etc/group; \
