@@ -32,7 +32,8 @@ pub struct Config {
     /// s6's env snapshot directory (C-BOOT-1).
     pub env_dir: PathBuf,
     pub cont_init_dir: PathBuf,
-    /// Safety-net rescan period when inotify is unavailable.
+    /// Safety-net rescan period (dnotify reports changes; this catches a slot whose files were
+    /// written in place after its directory appeared).
     pub rescan_interval_ms: u64,
 }
 
