@@ -189,3 +189,17 @@ fn c_init_7_bad_input_gets_a_clear_message_not_a_panic() {
     let out = root.run_ns(false, "", &format!("{} nosuchrole; echo rc=$?", harness::BIN), &[], &[], secs(10));
     assert!(out.stdout.contains("rc=64") && out.stderr.contains("unknown role"), "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn c_init_3_docker_stop_during_a_hanging_boot_hook_stops_at_once() {
+    let root = Root::new("hookstop");
+    root.write_exec("cont-init.d/10-hang", "#!/bin/sh\necho hook-up >> /opt/data/marks\nexec sleep 60\n");
+    let run = root.spawn_init(&["true"], &[]);
+    wait_for(&root, "hook-up");
+    let t = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let out = run.wait(secs(20));
+    assert_eq!(out.code, 143, "{}", out.stderr);
+    assert!(t.elapsed() < secs(3), "took {:?}", t.elapsed());
+    assert!(out.stderr.contains("fatal: stopping the container"), "{}", out.stderr);
+}
