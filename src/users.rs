@@ -102,14 +102,6 @@ pub fn user_by_name(name: &str) -> Result<Option<User>, Error> {
     Ok(users()?.into_iter().find(|u| u.name == name))
 }
 
-pub fn user_by_uid(uid: u32) -> Result<Option<User>, Error> {
-    Ok(users()?.into_iter().find(|u| u.uid == uid))
-}
-
-pub fn group_by_name(name: &str) -> Result<Option<Group>, Error> {
-    Ok(groups()?.into_iter().find(|g| g.name == name))
-}
-
 /// initgroups(3): the primary gid first, then every group that lists `user` as a member.
 pub fn supplementary_gids(groups: &[Group], user: &str, primary: u32) -> Vec<u32> {
     let mut gids = vec![primary];

@@ -13,27 +13,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use tracing::{info, warn};
 
-/// Created when missing, in this order (parents first). C-BOOT-4's list, plus `platforms`
-/// (the parent of `platforms/pairing`) and upstream's `backups` and `lazy-packages`.
-pub const SEED_DIRS: &[&str] = &[
-    "logs",
-    "logs/gateways",
-    "profiles",
-    "cron",
-    "sessions",
-    "hooks",
-    "memories",
-    "skills",
-    "skins",
-    "plans",
-    "workspace",
-    "home",
-    "pairing",
-    "platforms",
-    "platforms/pairing",
-    "backups",
-    "lazy-packages",
-];
+/// Created when missing, in this order (parents first): `logs/gateways`, then the sweep's own
+/// lists (C-BOOT-4 seeds exactly what C-BOOT-3 keeps hermes-owned), so the two cannot drift.
+pub fn seed_dirs() -> impl Iterator<Item = &'static str> {
+    ["logs", "logs/gateways"]
+        .into_iter()
+        .chain(super::sweep::DIRS_ONLY.iter().copied())
+        .chain(super::sweep::SUBTREES.iter().copied().filter(|d| *d != "logs"))
+}
 
 /// Default files holding secrets are created private.
 const PRIVATE: &[&str] = &[".env", "auth.json"];
@@ -84,7 +71,7 @@ pub fn seed(home: &Path, defaults: &Path, owner: Option<(u32, u32)>) -> Result<S
         warn!("boot: seed: {} is on a read-only mount: nothing can be created there", home.display());
         return Ok(s);
     }
-    for rel in SEED_DIRS {
+    for rel in seed_dirs() {
         seed_dir(fd.as_fd(), home, Path::new(rel), owner, &mut s)?;
     }
     seed_defaults(fd.as_fd(), home, defaults, owner, &mut s)?;
@@ -253,7 +240,7 @@ mod tests {
         }
         ensure_home(&home, o).unwrap();
         let s = seed(&home, &defaults, o).unwrap();
-        assert_eq!(s.dirs_created, SEED_DIRS.len() - 1, "{s:?}");
+        assert_eq!(s.dirs_created, seed_dirs().count() - 1, "{s:?}");
         assert_eq!(s.files_seeded, vec![".env", "SOUL.md"]);
         assert_eq!((s.files_kept, s.refused), (1, 1));
         assert_eq!(std::fs::read_to_string(home.join("config.yaml")).unwrap(), "mine\n");

@@ -10,7 +10,7 @@
 pub mod machine;
 pub mod servicedir;
 
-use crate::config::{Config, ServiceSpec};
+use crate::config::Config;
 use crate::control::{self, ServiceStatus};
 use crate::creds::Identity;
 use crate::logs::{LineSplitter, RotatingFile, Sink};
@@ -680,13 +680,6 @@ impl Supervisor {
             pick.iter().any(ok) || (missing > 0 && missing_ok)
         } else {
             pick.iter().all(ok) && (missing == 0 || missing_ok)
-        }
-    }
-
-    pub fn spec_of(&self, name: &str) -> Option<&ServiceSpec> {
-        match &self.slots.get(name)?.dir.kind {
-            Kind::Native(s) => Some(s),
-            _ => None,
         }
     }
 }
