@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -198,8 +198,4 @@ pub fn run(cmd: Command, timeout: Duration) -> Out {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-pub fn path(p: &str) -> &Path {
-    Path::new(p)
 }
