@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod creds;
 pub mod envdir;
+pub mod fsx;
 pub mod init;
 pub mod logs;
 pub mod routing;

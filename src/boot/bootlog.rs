@@ -5,8 +5,8 @@
 //! Rotated to `container-boot.log.1` (replacing it) when it has reached 256 KiB, before
 //! appending. Hermes-owned; never written through a symlink.
 
-use super::fsx;
 use super::reconcile::Slot;
+use crate::fsx;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::Path;

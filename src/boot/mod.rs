@@ -47,7 +47,6 @@
 //! readiness line.
 
 mod bootlog;
-mod fsx;
 mod hooks;
 mod reconcile;
 mod remap;
@@ -62,6 +61,7 @@ pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
 pub use reconcile::{Action, Slot};
 
 use crate::config::Config;
+use crate::fsx;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,10 @@
 //! every `profiles/<name>/` holding a `SOUL.md`, published up or down by the recorded state.
 //! Also the service specs of the gateway slots (C-SVC-2) and of the dashboard (C-SVC-1).
 
-use super::fsx;
 use super::state::read_state;
 use super::{StepErr, soft};
 use crate::config::{LogDefaults, LogSpec, ServiceSpec, valid_profile_name};
+use crate::fsx;
 use crate::routing::HERMES_REAL;
 use crate::supervisor::servicedir;
 use std::collections::BTreeMap;

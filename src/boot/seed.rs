@@ -3,8 +3,8 @@
 //! overwriting, never through a symlink (`O_CREAT|O_EXCL|O_NOFOLLOW` relative to the
 //! `HERMES_HOME` descriptor), and created hermes-owned (`fchown` on the new descriptor).
 
-use super::fsx;
 use super::{StepErr, soft};
+use crate::fsx;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -2,8 +2,8 @@
 //! reading them defensively for the reconcile (C-BOOT-7), plus the facts boot derives from the
 //! container's CMD.
 
-use super::fsx;
 use super::{StepErr, soft};
+use crate::fsx;
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -16,7 +16,7 @@
 //! Top-level files also get owner read+write (upstream: a `0444` `SOUL.md` broke config
 //! migration), and `.env` (API keys) loses group/other permissions, as upstream's stage2-hook.
 
-use super::fsx::{self, Stat};
+use crate::fsx::{self, Stat};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

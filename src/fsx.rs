@@ -1,10 +1,12 @@
-//! Symlink-safe file operations for boot, relative to open directory descriptors.
+//! Symlink-safe file operations relative to open directory descriptors (C-SEC-2, C-SEC-3).
 //!
-//! Everything under `HERMES_HOME` is writable by the hermes user, so boot (running as root)
-//! never resolves a path below it by name: it opens `HERMES_HOME` once, then walks down one
-//! component at a time with `O_NOFOLLOW`, and every stat, chown, create or unlink is done with
-//! the `*at` calls on the parent's descriptor and `AT_SYMLINK_NOFOLLOW`. A symlink planted by
-//! the hermes user can therefore never redirect a root write or chown outside the tree.
+//! Everything under `HERMES_HOME` and the scan directory is writable by the hermes user, so
+//! PID 1 (running as root) never resolves a path below them by name: it opens the trusted base
+//! once, then walks down one component at a time with `O_NOFOLLOW`, and every stat, chown,
+//! create, read or unlink is done with the `*at` calls on the parent's descriptor and
+//! `AT_SYMLINK_NOFOLLOW`. A symlink planted by the hermes user can therefore never redirect a
+//! root read, write or chown outside the tree. Reads from such places go through
+//! [`read_bounded_at`]: regular files only, never blocking, never larger than a cap.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -144,6 +146,41 @@ pub fn open_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
 /// Open a file for reading without following a symlink or blocking on a FIFO.
 pub fn open_read_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
     open_raw(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).map(File::from)
+}
+
+/// Read all of the regular file `name` in `dir` (C-SEC-3): a symlink is refused (`ELOOP`), a
+/// FIFO, socket or device is refused without blocking, and a file larger than `max` bytes is
+/// refused before anything is read (`EFBIG`), so no input hermes can plant costs PID 1 more
+/// than `max` bytes or a wait.
+pub fn read_bounded_at(dir: BorrowedFd, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_read_at(dir, name)?;
+    let st = fstat(f.as_fd())?;
+    if !st.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if st.size > max {
+        return Err(too_large(max));
+    }
+    let mut buf = Vec::with_capacity(st.size as usize);
+    // The file may grow after the fstat: read one byte past the cap to notice.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(too_large(max));
+    }
+    Ok(buf)
+}
+
+fn too_large(max: u64) -> io::Error {
+    io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {max} bytes"))
+}
+
+/// [`read_bounded_at`] of `rel` below the trusted directory `base`, every component of `rel`
+/// opened with `O_NOFOLLOW`.
+pub fn read_bounded_under(base: &Path, rel: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let root = open_dir_path(base)?;
+    let (parent, name) = walk_parent(root.as_fd(), rel).map_err(|(_, e)| e)?;
+    read_bounded_at(parent.as_ref().map_or(root.as_fd(), |p| p.as_fd()), &name, max)
 }
 
 /// Create a new file; fails if anything (a symlink included) already has the name.
