@@ -32,9 +32,11 @@ pub struct Config {
     /// s6's env snapshot directory (C-BOOT-1).
     pub env_dir: PathBuf,
     pub cont_init_dir: PathBuf,
-    /// Safety-net rescan period (dnotify reports changes; this catches a slot whose files were
-    /// written in place after its directory appeared).
+    /// Periodic rescan; 0 (the default) means none: dnotify reports every entry created,
+    /// removed or renamed in the scan directory, and a queue overflow arrives as SIGIO.
     pub rescan_interval_ms: u64,
+    /// At most this many service slots (C-SEC-5); more are refused with one error line.
+    pub max_services: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +86,8 @@ impl Default for Config {
             s6_compat: true,
             env_dir: "/run/s6/container_environment".into(),
             cont_init_dir: "/etc/cont-init.d".into(),
-            rescan_interval_ms: 5000,
+            rescan_interval_ms: 0,
+            max_services: 5000,
         }
     }
 }
@@ -170,6 +173,7 @@ impl Config {
         f.take("env_dir", &mut c.env_dir);
         f.take("cont_init_dir", &mut c.cont_init_dir);
         f.take("rescan_interval_ms", &mut c.rescan_interval_ms);
+        f.take("max_services", &mut c.max_services);
         if c.logs.keep == 0 || c.logs.max_bytes < 4096 {
             f.errors.push("logs: keep must be at least 1 and max_bytes at least 4096".into());
         }
@@ -260,8 +264,47 @@ impl Default for LogSpec {
     }
 }
 
+/// A spec larger than this is refused unread (C-SEC-3): real ones are a few hundred bytes.
+pub const MAX_SPEC_BYTES: u64 = 64 * 1024;
+/// Deeper nesting is refused before the YAML parser sees it: a spec has at most three levels,
+/// and a deep input makes the parser's time grow with the square of its depth.
+const MAX_SPEC_DEPTH: usize = 32;
+
+/// How deep `text` nests, counting flow brackets and block indentation levels. An estimate
+/// (brackets inside quoted strings count too) that only ever errs towards "deeper".
+fn yaml_depth(text: &str) -> usize {
+    let (mut deepest, mut flow) = (0usize, 0usize);
+    let mut indents: Vec<usize> = Vec::new();
+    for line in text.lines() {
+        let body = line.trim_start_matches([' ', '-']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let n = line.len() - body.len();
+        while indents.last().is_some_and(|&top| top >= n) {
+            indents.pop();
+        }
+        indents.push(n);
+        for b in body.bytes() {
+            match b {
+                b'[' | b'{' => flow += 1,
+                b']' | b'}' => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            deepest = deepest.max(flow + indents.len());
+        }
+    }
+    deepest
+}
+
 impl ServiceSpec {
     pub fn parse(file: &Path, text: &str) -> Result<ServiceSpec, Invalid> {
+        if text.len() as u64 > MAX_SPEC_BYTES {
+            return Err(invalid(file, format!("larger than {MAX_SPEC_BYTES} bytes")));
+        }
+        if yaml_depth(text) > MAX_SPEC_DEPTH {
+            return Err(invalid(file, format!("nested deeper than {MAX_SPEC_DEPTH} levels")));
+        }
         let mut f = Fields::parse(text).map_err(|e| invalid(file, e))?;
         let mut s = ServiceSpec { stay_down_exit_codes: default_stay_down(), ..Default::default() };
         f.take("command", &mut s.command);
@@ -362,6 +405,27 @@ mod tests {
         let e = ServiceSpec::parse(Path::new("s"), "command: []\ncwd: rel\nlog: {dir: x, color: 1}\nuser: [1]\n")
             .unwrap_err();
         assert_eq!(e.errors.len(), 4, "{e}");
+    }
+
+    #[test]
+    fn c_sec_3_huge_or_deep_specs_are_refused_before_parsing() {
+        let p = Path::new("x.yaml");
+        let deep = format!("command: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let t = std::time::Instant::now();
+        let e = ServiceSpec::parse(p, &deep).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let deep = format!("command: {}{}", "[".repeat(1000), "]".repeat(1000));
+        assert!(ServiceSpec::parse(p, &deep).unwrap_err().to_string().contains("nested deeper"));
+        let mut block = String::from("command: [/bin/true]\nenv:\n");
+        for i in 1..200 {
+            block.push_str(&format!("{}a{i}:\n", " ".repeat(i)));
+        }
+        assert!(ServiceSpec::parse(p, &block).unwrap_err().to_string().contains("nested deeper"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
+        // A real spec is far from the limits.
+        let ok = "command: [/bin/sleep, '9']\nlog: {stdout: true, dir: /tmp/x}\nenv: {A: '1'}\n";
+        assert_eq!(yaml_depth(ok), 2);
+        ServiceSpec::parse(p, ok).unwrap();
     }
 
     #[test]

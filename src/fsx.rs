@@ -63,6 +63,8 @@ pub struct Stat {
     pub size: u64,
     pub dev: (u32, u32),
     pub ino: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
     /// The mount's id (Linux ≥ 5.8); `None` when the kernel does not report it.
     pub mnt_id: Option<u64>,
 }
@@ -113,6 +115,7 @@ fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<St
         size: sx.stx_size,
         dev: (sx.stx_dev_major, sx.stx_dev_minor),
         ino: sx.stx_ino,
+        mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
         mnt_id: (sx.stx_mask & libc::STATX_MNT_ID != 0).then_some(sx.stx_mnt_id),
     })
 }
@@ -274,6 +277,78 @@ pub fn walk_parent(
         cur = Some(fd);
     }
     Ok((cur, cname(last).map_err(|e| (rel.to_path_buf(), e))?))
+}
+
+/// Open the absolute directory `path` one component at a time from `/`, with `O_NOFOLLOW` for
+/// every component, creating missing ones (mode 0755). A symlinked component fails with the
+/// path walked so far, so the caller can log a `refusing` line naming it. Used for directories
+/// a hermes-written spec names (a log dir): PID 1 never lets a planted symlink redirect it.
+pub fn open_dir_create(path: &Path) -> Result<OwnedFd, (std::path::PathBuf, io::Error)> {
+    if !path.is_absolute() {
+        return Err((path.to_path_buf(), io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    let mut cur = open_dir_path(Path::new("/")).map_err(|e| (std::path::PathBuf::from("/"), e))?;
+    let mut so_far = std::path::PathBuf::from("/");
+    for c in path.iter().skip(1) {
+        so_far.push(c);
+        let name = cname(c).map_err(|e| (so_far.clone(), e))?;
+        let next = match open_dir_at(cur.as_fd(), &name) {
+            Err(e) if is_missing(&e) => match mkdir_at(cur.as_fd(), &name, 0o755) {
+                Ok(()) => open_dir_at(cur.as_fd(), &name),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => open_dir_at(cur.as_fd(), &name),
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
+        cur = next.map_err(|e| (so_far.clone(), e))?;
+    }
+    Ok(cur)
+}
+
+/// For as long as it lives, this thread's filesystem identity is `uid`/`gid`/`groups`: files it
+/// creates belong to them, and every permission check is theirs (root's capabilities to
+/// override file permissions are gone meanwhile). PID 1 writes a hermes service's log files
+/// this way, so a hard link or a directory hermes points it at is only as writable as it is
+/// for hermes. A no-op unless we are root and `uid` is not.
+///
+/// Raw syscalls on purpose: the kernel's credentials are per thread, and glibc's `setgroups`
+/// would broadcast the change to every thread of the process (boot's sweep threads).
+pub struct AsUser {
+    saved_groups: Option<Vec<libc::gid_t>>,
+}
+
+impl AsUser {
+    pub fn enter(uid: u32, gid: u32, groups: &[u32]) -> AsUser {
+        // SAFETY: geteuid has no failure mode.
+        if uid == 0 || unsafe { libc::geteuid() } != 0 {
+            return AsUser { saved_groups: None };
+        }
+        let mut saved = vec![0 as libc::gid_t; 256];
+        // SAFETY: getgroups writes at most `saved.len()` entries into the buffer.
+        let n = unsafe { libc::getgroups(saved.len() as libc::c_int, saved.as_mut_ptr()) };
+        saved.truncate(n.max(0) as usize);
+        // SAFETY: per-thread credential syscalls with valid pointers and lengths.
+        unsafe {
+            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr());
+            libc::syscall(libc::SYS_setfsgid, gid);
+            libc::syscall(libc::SYS_setfsuid, uid);
+        }
+        AsUser { saved_groups: Some(saved) }
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        if let Some(g) = self.saved_groups.take() {
+            // SAFETY: as in `enter`; the fs uid goes back first, which restores the capabilities
+            // that setting the groups needs.
+            unsafe {
+                libc::syscall(libc::SYS_setfsuid, 0);
+                libc::syscall(libc::SYS_setfsgid, 0);
+                libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

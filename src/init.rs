@@ -60,7 +60,12 @@ struct Init {
     killed: bool,
     /// TERM already sent to every remaining process (PID 1 only).
     termed_all: bool,
-    next_rescan: Instant,
+    /// Periodic rescan (only when `rescan_interval_ms` is set).
+    next_rescan: Option<Instant>,
+    /// A rescan is due then: dnotify signals coalesce into one (C-SEC-5).
+    rescan_at: Option<Instant>,
+    /// How long the last rescan took: bursts are spaced by a multiple of it.
+    rescan_cost: Duration,
     is_pid1: bool,
 }
 
@@ -106,6 +111,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
         );
     }
+    // PID 1 holds pipes for every service; children get the container's limit back.
+    crate::spawn::raise_nofile();
     let mask = blocked_signals();
     if let Err(e) = mask.thread_block() {
         error!("fatal: stopping the container: cannot block signals: {e}");
@@ -165,6 +172,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     let base_env = child_env(&cfg);
     let scan_watch = watch(&cfg.scan_dir);
+    let mut cfg = cfg;
+    if scan_watch.is_none() && cfg.rescan_interval_ms == 0 {
+        cfg.rescan_interval_ms = 5000;
+    }
     let mut init = Init {
         sup: Supervisor::new(cfg.clone(), base_env.clone()),
         hermes_uid: hermes.as_ref().map(|h| h.uid),
@@ -179,10 +190,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
         stopping: None,
         killed: false,
         termed_all: false,
-        next_rescan: Instant::now(),
+        next_rescan: None,
+        rescan_at: None,
+        rescan_cost: Duration::ZERO,
         is_pid1,
     };
-    init.sup.rescan(Instant::now());
+    init.rescan(Instant::now());
     match spawn_main(&args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
         Ok(pid) => init.main_pid = Some(pid),
         Err((code, msg)) => {
@@ -389,9 +402,9 @@ impl Init {
             // Reap on every pass: cheap, and robust against coalesced SIGCHLDs.
             self.reap(now);
             self.sup.tick(now);
-            if self.stopping.is_none() && now >= self.next_rescan {
-                self.sup.rescan(now);
-                self.next_rescan = now + Duration::from_millis(self.cfg.rescan_interval_ms.max(100));
+            let periodic = self.next_rescan.is_some_and(|t| now >= t);
+            if self.stopping.is_none() && (periodic || self.rescan_at.is_some_and(|t| now >= t)) {
+                self.rescan(now);
             }
             self.answer_waits(now);
         }
@@ -436,9 +449,27 @@ impl Init {
         if let Some((kill, end)) = self.stopping {
             fold(Some(if self.killed { end } else { kill }));
         } else {
-            fold(Some(self.next_rescan.max(now)));
+            fold(self.next_rescan.map(|t| t.max(now)));
+            fold(self.rescan_at.map(|t| t.max(now)));
         }
         d
+    }
+
+    fn rescan(&mut self, now: Instant) {
+        self.sup.rescan(now);
+        self.rescan_cost = now.elapsed();
+        self.rescan_at = None;
+        if self.cfg.rescan_interval_ms > 0 {
+            self.next_rescan = Some(now + Duration::from_millis(self.cfg.rescan_interval_ms.max(100)));
+        }
+    }
+
+    /// A burst of changes is one rescan: the first change schedules it a little later, and a
+    /// long rescan (thousands of slots) spaces the next ones so they take at most ~20% of a core.
+    fn schedule_rescan(&mut self, now: Instant) {
+        if self.rescan_at.is_none() && self.stopping.is_none() {
+            self.rescan_at = Some(now + (self.rescan_cost * 4).max(Duration::from_millis(10)));
+        }
     }
 
     fn signals(&mut self, now: Instant) {
@@ -446,9 +477,7 @@ impl Init {
             let signo = info.ssi_signo as i32;
             // The scan directory changed (or the RT queue overflowed into SIGIO): rescan.
             if signo == dnotify_sig() || signo == libc::SIGIO {
-                if self.stopping.is_none() {
-                    self.sup.rescan(now);
-                }
+                self.schedule_rescan(now);
                 continue;
             }
             let Ok(sig) = Signal::try_from(signo) else { continue };
@@ -569,7 +598,7 @@ impl Init {
                 // Removed directories are always dropped (C-S6-4: Hermes sends -an *before* it
                 // deletes the directory, so removal is noticed on its own too).
                 if self.stopping.is_none() {
-                    self.sup.rescan(now);
+                    self.rescan(now);
                 }
                 self.ok(Vec::new())
             }

@@ -1,11 +1,13 @@
 //! Log plumbing: line splitting, timestamps, s6-style rotated files, and non-blocking sinks for
 //! the container's stdout/stderr (a stalled `docker logs` reader must never block PID 1).
 
+use crate::creds::Identity;
+use crate::fsx;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -98,7 +100,10 @@ pub struct RotatingFile {
     pub dir: PathBuf,
     max_bytes: u64,
     keep: u32,
-    owner: Option<(u32, u32)>,
+    /// Whose permissions every file operation has (C-SEC-2): the service's identity.
+    writer: Option<Identity>,
+    /// The log directory, reached without following any symlink, kept open while it works.
+    dirfd: Option<OwnedFd>,
     file: Option<File>,
     /// Bytes in `current`, including what is still in `buf`.
     size: u64,
@@ -108,12 +113,15 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    pub fn new(dir: PathBuf, max_bytes: u64, keep: u32, owner: Option<(u32, u32)>) -> RotatingFile {
+    /// `writer`: create and write as this identity (see [`fsx::AsUser`]); `None` writes with
+    /// our own.
+    pub fn new(dir: PathBuf, max_bytes: u64, keep: u32, writer: Option<Identity>) -> RotatingFile {
         RotatingFile {
             dir,
             max_bytes: max_bytes.max(1),
             keep: keep.max(1),
-            owner,
+            writer,
+            dirfd: None,
             file: None,
             size: 0,
             buf: Vec::new(),
@@ -121,47 +129,79 @@ impl RotatingFile {
         }
     }
 
+    /// A new identity takes effect at the next open (the service's was decided again).
+    pub fn set_writer(&mut self, writer: Option<Identity>) {
+        if self.writer != writer {
+            self.writer = writer;
+            self.dirfd = None;
+            self.file = None;
+        }
+    }
+
+    fn as_writer(&self) -> fsx::AsUser {
+        match &self.writer {
+            Some(w) => fsx::AsUser::enter(w.uid, w.gid, &w.groups),
+            None => fsx::AsUser::enter(0, 0, &[]),
+        }
+    }
+
     fn open(&mut self) -> std::io::Result<()> {
-        if !self.dir.is_dir() {
-            std::fs::create_dir_all(&self.dir)?;
-            if let Some((u, g)) = self.owner {
-                let _ = std::os::unix::fs::lchown(&self.dir, Some(u), Some(g));
-            }
+        let _as = self.as_writer();
+        if self.dirfd.is_none() {
+            let abs = if self.dir.is_absolute() { self.dir.clone() } else { std::env::current_dir()?.join(&self.dir) };
+            let fd = fsx::open_dir_create(&abs).map_err(|(at, e)| {
+                if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                    std::io::Error::other(format!("refusing to follow {}: not a real directory", at.display()))
+                } else {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", at.display()))
+                }
+            })?;
+            self.dirfd = Some(fd);
         }
-        let path = self.dir.join("current");
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
-        let md = f.metadata()?;
-        if let Some((u, g)) = self.owner {
-            if md.uid() != u || md.gid() != g {
-                std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+        let dir = self.dirfd.as_ref().expect("opened above").as_fd();
+        let f = fsx::open_append_at(dir, c"current", 0o644).map_err(|e| {
+            if fsx::is_symlink_refusal(&e) {
+                std::io::Error::other(format!("refusing to follow {}/current: a symlink", self.dir.display()))
+            } else {
+                e
             }
+        })?;
+        let st = fsx::fstat(f.as_fd())?;
+        // A FIFO or device named `current` would block or leak output somewhere else.
+        if !st.is_file() {
+            return Err(std::io::Error::other(format!("{}/current is not a regular file", self.dir.display())));
         }
-        self.size = md.len();
+        // Back to blocking writes: a regular file never blocks for long, and a short write on a
+        // non-blocking description is not something a log file should see.
+        nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND))?;
+        self.size = st.size;
         self.file = Some(f);
         Ok(())
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
-        let cur = self.dir.join("current");
-        match std::fs::rename(&cur, self.dir.join(tai64n_name(SystemTime::now()))) {
-            // Another writer (a second container on the same volume) rotated first: fine.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            r => r?,
-        }
-        let mut archives: Vec<String> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with('@') && (n.ends_with(".s") || n.ends_with(".u")))
-            .collect();
-        archives.sort();
-        let excess = archives.len().saturating_sub(self.keep as usize);
-        for old in &archives[..excess] {
-            let _ = std::fs::remove_file(self.dir.join(old));
+        {
+            let _as = self.as_writer();
+            let Some(dir) = self.dirfd.as_ref().map(|d| d.as_fd()) else { return self.open() };
+            let archive = fsx::cname(std::ffi::OsStr::new(&tai64n_name(SystemTime::now())))?;
+            match fsx::rename_at(dir, c"current", &archive) {
+                // Another writer (a second container on the same volume) rotated first: fine.
+                Err(e) if fsx::is_missing(&e) => {}
+                r => r?,
+            }
+            let mut archives: Vec<std::ffi::CString> = fsx::list(dir)?
+                .into_iter()
+                .filter(|n| {
+                    n.to_bytes().starts_with(b"@") && (n.to_bytes().ends_with(b".s") || n.to_bytes().ends_with(b".u"))
+                })
+                .collect();
+            archives.sort();
+            let excess = archives.len().saturating_sub(self.keep as usize);
+            for old in &archives[..excess] {
+                // unlinkat never follows a symlink: a planted one is removed, not its target.
+                let _ = fsx::unlink_at(dir, old);
+            }
         }
         self.open()
     }

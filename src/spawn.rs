@@ -7,7 +7,7 @@
 use crate::creds::{self, Identity};
 use nix::unistd::{ForkResult, Pid};
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// Process-group placement of the child.
@@ -19,9 +19,39 @@ pub enum Group {
     Own { tty: Option<RawFd> },
 }
 
+/// A file opened and checked before the fork (see `supervisor::launch`).
+#[derive(Debug)]
+pub enum Exec {
+    /// Executed from the descriptor (`execveat`), or, for a `#!` script whose interpreter must
+    /// re-open it by name, as `./name` from the working directory once the child has checked
+    /// that the name still denotes this inode.
+    Fd { fd: OwnedFd, name: CString, script: bool, dev: (u32, u32), ino: u64 },
+}
+
+/// The soft limit on open files the container gave us: PID 1 raises its own (it holds pipes
+/// for every service), and every child gets the original back.
+static CHILD_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raise our soft RLIMIT_NOFILE to the hard limit, remembering the original for children.
+pub fn raise_nofile() -> u64 {
+    let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let _ = CHILD_NOFILE.set(libc::rlimit { rlim_cur: soft, rlim_max: hard });
+    if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    }
+}
+
 pub struct Command {
     /// What to execute; argv[0] when not set.
     program: Option<CString>,
+    /// A checked, opened file to execute instead of a path.
+    pub exec: Option<Exec>,
+    /// The working directory by descriptor (wins over `cwd`).
+    pub cwd_fd: Option<RawFd>,
     argv: Vec<CString>,
     env: Vec<CString>,
     pub cwd: Option<CString>,
@@ -45,7 +75,8 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-const STEPS: [&str; 7] = ["setsid", "setpgid", "tcsetpgrp", "dup2", "chdir", "switch identity", "execve"];
+const STEPS: [&str; 9] =
+    ["setsid", "setpgid", "tcsetpgrp", "dup2", "chdir", "switch identity", "execve", "setrlimit", "verify"];
 
 fn cstr(s: impl AsRef<[u8]>) -> CString {
     // Interior NULs cannot come from argv or the environment; strip them defensively.
@@ -56,6 +87,8 @@ impl Command {
     pub fn new<S: AsRef<[u8]>>(argv: &[S]) -> Command {
         Command {
             program: None,
+            exec: None,
+            cwd_fd: None,
             argv: argv.iter().map(cstr).collect(),
             env: Vec::new(),
             cwd: None,
@@ -166,9 +199,18 @@ impl Command {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
-            if let Some(dir) = &self.cwd {
+            if let Some(fd) = self.cwd_fd {
+                if libc::fchdir(fd) < 0 {
+                    return (4, errno());
+                }
+            } else if let Some(dir) = &self.cwd {
                 if libc::chdir(dir.as_ptr()) < 0 {
                     return (4, errno());
+                }
+            }
+            if let Some(lim) = CHILD_NOFILE.get() {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, lim) < 0 {
+                    return (7, errno());
                 }
             }
             if let Some(id) = &self.identity {
@@ -181,8 +223,36 @@ impl Command {
                 }
             }
             creds::reset_signals();
-            let path = self.program.as_ref().map_or(argv[0], |p| p.as_ptr());
-            libc::execve(path, argv.as_ptr(), envp.as_ptr());
+            match &self.exec {
+                Some(Exec::Fd { fd, script: false, .. }) => {
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                }
+                Some(Exec::Fd { name, dev, ino, .. }) => {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    if libc::fstatat(libc::AT_FDCWD, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) < 0 {
+                        return (8, errno());
+                    }
+                    if st.st_ino != *ino || st.st_dev != libc::makedev(dev.0, dev.1) {
+                        return (8, libc::ESTALE);
+                    }
+                    let mut rel = [0u8; 258];
+                    rel[..2].copy_from_slice(b"./");
+                    let n = name.as_bytes().len().min(255);
+                    rel[2..2 + n].copy_from_slice(&name.as_bytes()[..n]);
+                    libc::execve(rel.as_ptr().cast(), argv.as_ptr(), envp.as_ptr());
+                }
+                None => {
+                    let path = self.program.as_ref().map_or(argv[0], |p| p.as_ptr());
+                    libc::execve(path, argv.as_ptr(), envp.as_ptr());
+                }
+            }
             (6, errno())
         }
     }

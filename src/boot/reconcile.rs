@@ -361,15 +361,17 @@ mod tests {
         assert!(!home.join("processes.json").exists());
         assert!(!home.join("profiles/stopped/gateway.pid").exists());
         assert!(home.join("profiles/default/gateway.pid").exists(), "skipped profiles are not touched");
+        let scan_fd = crate::fsx::open_dir_path(&scan).unwrap();
+        let scan_fd = std::os::fd::AsFd::as_fd(&scan_fd);
         for s in &slots {
-            let d = ServiceDir::load(&scan, &format!("gateway-{}", s.profile)).unwrap();
+            let d = ServiceDir::load(scan_fd, &scan, &format!("gateway-{}", s.profile)).unwrap();
             assert_eq!(d.down_file, s.action == Registered, "{}", s.profile);
             assert!(matches!(d.kind, Kind::Native(_)));
             if is_root() {
                 assert_eq!(owner(&d.path), (10000, 10000));
             }
         }
-        assert_eq!(crate::supervisor::servicedir::list(&scan).len(), slots.len());
+        assert_eq!(crate::supervisor::servicedir::list(scan_fd).len(), slots.len());
         // Multiplexing: named profiles never autostart; the root one still does.
         let r = Reconciler { multiplex: true, ..r };
         let slots = r.run().unwrap();

@@ -7,6 +7,7 @@
 //! the container's stdout and a timestamped rotated file; s6 services with `log/run` write
 //! stdout into a pipe whose read end is the logger's stdin (PID 1 keeps both ends open).
 
+mod launch;
 pub mod machine;
 pub mod servicedir;
 
@@ -15,11 +16,12 @@ use crate::control::{self, ServiceStatus};
 use crate::creds::Identity;
 use crate::logs::{LineSplitter, RotatingFile, Sink};
 use crate::spawn::{self, Command};
+use launch::Program;
 use machine::{Action, Event, Exit, Machine, Policy, State, Target};
 use servicedir::{Kind, LoadError, ServiceDir};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
@@ -57,23 +59,21 @@ struct Slot {
     removed: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Role {
-    Service,
-    Finish,
-    Logger,
-}
-
 pub struct Supervisor {
     cfg: Config,
     slots: BTreeMap<String, Slot>,
-    pids: BTreeMap<i32, (String, Role)>,
+    pids: BTreeMap<i32, (String, Program)>,
     pub stdout: Sink,
     pub stderr: Sink,
     /// The environment every child starts from (container env + snapshot + PATH with /command).
     base_env: Vec<(OsString, OsString)>,
     shutting_down: bool,
     dropped_reported: u64,
+    /// Slots that failed to load, by what they looked like then (C-SEC-5).
+    failed: HashMap<String, servicedir::Fingerprint>,
+    over_limit_reported: usize,
+    pipes_failing: bool,
+    scan_unreadable: bool,
 }
 
 fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -107,6 +107,10 @@ impl Supervisor {
             base_env,
             shutting_down: false,
             dropped_reported: 0,
+            failed: HashMap::new(),
+            over_limit_reported: 0,
+            pipes_failing: false,
+            scan_unreadable: false,
         }
     }
 
@@ -128,29 +132,75 @@ impl Supervisor {
     }
 
     /// Bring the slot table in line with the scan directory. New directories are started (unless
-    /// they have a `down` file); with `prune`, or when the directory is gone for good, removed
-    /// ones are stopped and dropped.
+    /// they have a `down` file); removed or replaced ones are stopped and dropped. O(N) in the
+    /// number of entries, and a slot that failed to load is not read again until it changes.
     pub fn rescan(&mut self, now: Instant) {
-        let names = servicedir::list(&self.cfg.scan_dir);
-        for name in &names {
-            if self.slots.get(name).is_some_and(|s| !s.removed) {
-                continue;
+        let scan = match crate::fsx::open_dir_path(&self.cfg.scan_dir) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !self.scan_unreadable {
+                    error!("cannot read the scan directory {}: {e}", self.cfg.scan_dir.display());
+                    self.scan_unreadable = true;
+                }
+                return;
             }
+        };
+        self.scan_unreadable = false;
+        let names = servicedir::list(scan.as_fd());
+        self.failed.retain(|n, _| names.contains(n));
+        let mut over_limit = 0usize;
+        for name in &names {
             if let Some(old) = self.slots.get(name) {
+                if !old.removed {
+                    // The same name, another directory (renamed over it): the old slot goes.
+                    if servicedir::inode_of(scan.as_fd(), name).is_some_and(|i| i != old.dir.inode) {
+                        info!("service {name}: directory replaced, stopping the old one");
+                        if let Some(s) = self.slots.get_mut(name) {
+                            s.removed = true;
+                        }
+                        self.event(name, Event::Down, now);
+                    }
+                    continue;
+                }
                 // Re-created while the old one is still stopping: wait until it is gone.
-                if !old.m.is_idle() {
+                if !old.m.is_idle() || old.finish_pid.is_some() {
                     continue;
                 }
                 self.drop_slot(name);
             }
-            match ServiceDir::load(&self.cfg.scan_dir, name) {
-                Ok(dir) => self.add(dir, now),
+            let fp = servicedir::fingerprint(scan.as_fd(), name);
+            if fp.is_some() && self.failed.get(name) == fp.as_ref() {
+                continue;
+            }
+            if self.slots.len() >= self.cfg.max_services {
+                over_limit += 1;
+                continue;
+            }
+            match ServiceDir::load(scan.as_fd(), &self.cfg.scan_dir, name) {
+                Ok(dir) => {
+                    self.failed.remove(name);
+                    self.add(dir, now);
+                }
                 Err(LoadError::NotAService) => {}
-                Err(LoadError::Invalid(e)) => error!("service {name} not started: {e}"),
+                Err(LoadError::Invalid(e)) => {
+                    error!("service {name} not started: {e}");
+                    if let Some(fp) = fp {
+                        self.failed.insert(name.clone(), fp);
+                    }
+                }
             }
         }
+        if over_limit != self.over_limit_reported {
+            if over_limit > 0 {
+                error!(
+                    "{over_limit} service(s) not started: at most {} services (max_services in the config)",
+                    self.cfg.max_services
+                );
+            }
+            self.over_limit_reported = over_limit;
+        }
         let gone: Vec<String> =
-            self.slots.iter().filter(|(n, s)| !s.removed && !names.contains(n)).map(|(n, _)| n.clone()).collect();
+            self.slots.iter().filter(|(n, s)| !s.removed && !names.contains(*n)).map(|(n, _)| n.clone()).collect();
         for name in gone {
             info!("service {name}: directory removed, stopping it");
             if let Some(s) = self.slots.get_mut(&name) {
@@ -168,13 +218,17 @@ impl Supervisor {
             let (r, w) = nonblocking_pipe()?;
             let (file, logger, err) = match &dir.kind {
                 Kind::Native(spec) => {
-                    let owner = self.identity_for(&dir).map(|i| (i.uid, i.gid));
+                    // PID 1 writes the log as the slot's owner (or the user a root slot names).
+                    let writer = match dir.owner {
+                        Some(uid) => launch::owner_uid_identity(uid),
+                        None => spec.user.as_deref().and_then(|u| Identity::resolve(u).ok()),
+                    };
                     let file = spec.log.dir.clone().map(|d| {
                         RotatingFile::new(
                             d,
                             spec.log.max_bytes.unwrap_or(self.cfg.logs.max_bytes),
                             spec.log.keep.unwrap_or(self.cfg.logs.keep),
-                            owner,
+                            writer,
                         )
                     });
                     (file, None, None)
@@ -202,10 +256,14 @@ impl Supervisor {
         let (out, err, logger) = match pipes {
             Ok(p) => p,
             Err(e) => {
-                error!("service {name} not started: cannot create its pipes: {e}");
+                // Reported once per episode: a flood of slots must not flood stderr too.
+                if !std::mem::replace(&mut self.pipes_failing, true) {
+                    error!("service {name} not started: cannot create its pipes: {e} (further failures not reported)");
+                }
                 return;
             }
         };
+        self.pipes_failing = false;
         let wanted = !dir.down_file && !self.shutting_down;
         info!("service {name}: registered ({}, {})", kind_name(&dir.kind), if wanted { "starting" } else { "down" });
         let slot =
@@ -231,36 +289,6 @@ impl Supervisor {
         }
     }
 
-    /// The identity a service runs as: the spec's user (native), or the owner of `run` (s6).
-    /// An s6 `run` owned by root runs as root, as under s6; one written by the hermes user runs
-    /// as hermes, so a slot created by Hermes can never run code as root.
-    fn identity_for(&self, dir: &ServiceDir) -> Option<Identity> {
-        match &dir.kind {
-            Kind::Native(spec) => spec.user.as_deref().and_then(|u| match Identity::resolve(u) {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    warn!("service {}: user {u}: {e}", dir.name);
-                    None
-                }
-            }),
-            Kind::S6 { run_uid: 0, .. } => None,
-            Kind::S6 { run_uid, run_gid, .. } => {
-                let mut id = Identity::resolve(&run_uid.to_string()).unwrap_or(Identity {
-                    uid: *run_uid,
-                    gid: *run_gid,
-                    groups: vec![*run_gid],
-                    name: None,
-                    home: None,
-                });
-                if id.name.is_none() {
-                    id.gid = *run_gid;
-                    id.groups = vec![*run_gid];
-                }
-                Some(id)
-            }
-        }
-    }
-
     fn env_for(&self, extra: &BTreeMap<String, String>, home: Option<&str>) -> Vec<(OsString, OsString)> {
         let mut overlay: Vec<(OsString, OsString)> = Vec::new();
         if let Some(h) = home {
@@ -270,16 +298,16 @@ impl Supervisor {
         crate::envdir::merge(self.base_env.iter().cloned(), &overlay)
     }
 
-    fn spawn_service(&mut self, name: &str) -> Result<i32, String> {
+    /// Start one program of a slot: identity and file decided now, from the directory itself
+    /// (`launch`), for services, finish scripts and loggers alike.
+    fn spawn(&mut self, name: &str, program: Program, args: &[String]) -> Result<i32, String> {
         let slot = self.slots.get(name).ok_or("no such slot")?;
-        let dir = &slot.dir;
-        let id = self.identity_for(dir);
-        if matches!(&dir.kind, Kind::Native(s) if s.user.is_some()) && id.is_none() {
-            return Err("its user cannot be resolved".into());
-        }
-        let home = id.as_ref().filter(|i| !i.is_root()).map(|_| self.cfg.hermes_home.to_string_lossy().into_owned());
-        let mut cmd = match &dir.kind {
-            Kind::Native(spec) => {
+        let l = launch::prepare(&self.cfg.scan_dir, &slot.dir, program)?;
+        let home = l.identity.as_ref().map(|_| self.cfg.hermes_home.to_string_lossy().into_owned());
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let err_w = slot.err.as_ref().map(|e| e.w.as_raw_fd());
+        let mut c = match (&l.spec, program) {
+            (Some(spec), _) => {
                 let mut argv = spec.command.clone();
                 let path = self.path_var();
                 if !argv[0].contains('/') {
@@ -292,55 +320,39 @@ impl Supervisor {
                 let spec_home = spec.env.get("HOME").cloned();
                 c.env(self.env_for(&spec.env, spec_home.as_deref().or(home.as_deref())));
                 c.cwd(spec.cwd.as_deref().unwrap_or(std::path::Path::new("/")));
-                c.stdio = [None, Some(slot.out.w.as_raw_fd()), Some(slot.out.w.as_raw_fd())];
+                c.stdio = [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), Some(slot.out.w.as_raw_fd())];
                 c
             }
-            Kind::S6 { .. } => {
-                let mut c = Command::new(&[dir.path.join("run").as_os_str().as_encoded_bytes()]);
+            (None, p) => {
+                let script = if p == Program::Finish { "./finish" } else { "./run" };
+                let mut argv = vec![script.to_string()];
+                argv.extend_from_slice(args);
+                let mut c = Command::new(&argv);
                 c.env(self.env_for(&BTreeMap::new(), home.as_deref()));
-                c.cwd(&dir.path);
-                let out = slot.logger.as_ref().and_then(|l| l.w.as_ref()).unwrap_or(&slot.out.w).as_raw_fd();
-                c.stdio = [None, Some(out), slot.err.as_ref().map(|e| e.w.as_raw_fd())];
+                c.cwd_fd = Some(l.cwd.as_raw_fd());
+                c.stdio = match p {
+                    // The logger's stdout is the container's stdout; s6-log writes it without blocking.
+                    Program::Logger => [slot.logger.as_ref().map(|l| l.r.as_raw_fd()), None, err_w],
+                    Program::Service => {
+                        let out = slot.logger.as_ref().and_then(|l| l.w.as_ref()).unwrap_or(&slot.out.w).as_raw_fd();
+                        [Some(devnull.as_raw_fd()), Some(out), err_w]
+                    }
+                    Program::Finish => [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), err_w],
+                };
                 c
             }
         };
-        cmd.identity = id;
-        cmd.group = spawn::Group::Session;
-        let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        cmd.stdio[0] = Some(devnull.as_raw_fd());
-        cmd.spawn().map(|p| p.as_raw()).map_err(|e| e.to_string())
-    }
-
-    fn spawn_aux(&mut self, name: &str, role: Role, args: &[String]) -> Result<i32, String> {
-        let slot = self.slots.get(name).ok_or("no such slot")?;
-        let (cwd, id) = match role {
-            Role::Logger => {
-                let p = slot.dir.path.join("log");
-                let id = std::fs::metadata(p.join("run"))
-                    .ok()
-                    .filter(|m| std::os::unix::fs::MetadataExt::uid(m) != 0)
-                    .and_then(|m| Identity::resolve(&std::os::unix::fs::MetadataExt::uid(&m).to_string()).ok());
-                (p, id)
-            }
-            _ => (slot.dir.path.clone(), self.identity_for(&slot.dir)),
-        };
-        let script = cwd.join(if role == Role::Finish { "finish" } else { "run" });
-        let mut argv = vec![script.to_string_lossy().into_owned()];
-        argv.extend_from_slice(args);
-        let mut c = Command::new(&argv);
-        let home = id.as_ref().filter(|i| !i.is_root()).map(|_| self.cfg.hermes_home.to_string_lossy().into_owned());
-        c.env(self.env_for(&BTreeMap::new(), home.as_deref()));
-        c.cwd(&cwd);
-        c.identity = id;
-        let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        c.stdio = match role {
-            // The logger's stdout is the container's stdout; s6-log writes it without blocking.
-            Role::Logger => {
-                [slot.logger.as_ref().map(|l| l.r.as_raw_fd()), None, slot.err.as_ref().map(|e| e.w.as_raw_fd())]
-            }
-            _ => [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), slot.err.as_ref().map(|e| e.w.as_raw_fd())],
-        };
-        c.spawn().map(|p| p.as_raw()).map_err(|e| e.to_string())
+        c.exec = l.exec;
+        c.identity = l.identity.clone();
+        if program == Program::Service {
+            c.group = spawn::Group::Session;
+        }
+        let r = c.spawn().map(|p| p.as_raw()).map_err(|e| e.to_string());
+        // The log file follows whoever the service runs as now.
+        if let (Some(f), Some(_)) = (self.slots.get_mut(name).and_then(|s| s.out.file.as_mut()), &l.spec) {
+            f.set_writer(l.identity);
+        }
+        r
     }
 
     fn path_var(&self) -> String {
@@ -356,11 +368,11 @@ impl Supervisor {
         while let Some(a) = queue.pop_front() {
             let more = match a {
                 Action::Spawn => {
-                    let r = self.spawn_service(name);
+                    let r = self.spawn(name, Program::Service, &[]);
                     let Some(slot) = self.slots.get_mut(name) else { return };
                     match r {
                         Ok(pid) => {
-                            self.pids.insert(pid, (name.to_string(), Role::Service));
+                            self.pids.insert(pid, (name.to_string(), Program::Service));
                             slot.m.spawned(Some(pid), now)
                         }
                         Err(e) => {
@@ -370,11 +382,11 @@ impl Supervisor {
                     }
                 }
                 Action::SpawnFinish { code, signal } => {
-                    let r = self.spawn_aux(name, Role::Finish, &[code.to_string(), signal.to_string()]);
+                    let r = self.spawn(name, Program::Finish, &[code.to_string(), signal.to_string()]);
                     let Some(slot) = self.slots.get_mut(name) else { return };
                     match r {
                         Ok(pid) => {
-                            self.pids.insert(pid, (name.to_string(), Role::Finish));
+                            self.pids.insert(pid, (name.to_string(), Program::Finish));
                             slot.finish_pid = Some(pid);
                             slot.m.finish_spawned(Some(pid), now)
                         }
@@ -406,11 +418,11 @@ impl Supervisor {
         for a in actions {
             match a {
                 Action::Spawn => {
-                    let r = self.spawn_aux(name, Role::Logger, &[]);
+                    let r = self.spawn(name, Program::Logger, &[]);
                     let Some(l) = self.slots.get_mut(name).and_then(|s| s.logger.as_mut()) else { return };
                     let more = match r {
                         Ok(pid) => {
-                            self.pids.insert(pid, (name.to_string(), Role::Logger));
+                            self.pids.insert(pid, (name.to_string(), Program::Logger));
                             l.m.spawned(Some(pid), now)
                         }
                         Err(e) => {
@@ -442,7 +454,7 @@ impl Supervisor {
         let Some((name, role)) = self.pids.remove(&pid) else { return false };
         let Some(exit) = exit_of(status) else { return true };
         match role {
-            Role::Service => {
+            Program::Service => {
                 self.drain(&name);
                 if let Some(s) = self.slots.get_mut(&name) {
                     let flush = |f: &mut Fanout, out: &mut Sink, err: &mut Sink| {
@@ -465,13 +477,13 @@ impl Supervisor {
                 }
                 self.event(&name, Event::Exited(exit), now);
             }
-            Role::Finish => {
+            Program::Finish => {
                 if let Some(s) = self.slots.get_mut(&name) {
                     s.finish_pid = None;
                 }
                 self.event(&name, Event::FinishResult(exit), now);
             }
-            Role::Logger => {
+            Program::Logger => {
                 let Some(l) = self.slots.get_mut(&name).and_then(|s| s.logger.as_mut()) else { return true };
                 // A logger whose service is gone for good may stop; otherwise it always restarts.
                 if l.w.is_none() {

@@ -2,16 +2,21 @@
 //! and publishing one atomically (built under a dot-prefixed name, then renamed; C-SVC-7).
 
 use crate::config::{self, Invalid, SPEC_FILE, ServiceSpec};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use crate::fsx;
+use std::collections::BTreeSet;
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use tracing::warn;
 
 /// How a service is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// `hermesinit.yaml`: argv, user, env, cwd, log settings; no shell involved.
     Native(ServiceSpec),
-    /// s6 format: `./run` (+ `finish`, `log/run`), run as the owner of `run`.
-    S6 { run_uid: u32, run_gid: u32, finish: bool, logger: bool },
+    /// s6 format: `./run` (+ `finish`, `log/run`). Who runs them is decided at each start
+    /// (`launch`), never cached here.
+    S6 { finish: bool, logger: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +26,10 @@ pub struct ServiceDir {
     pub kind: Kind,
     /// A `down` file: registered but not started at boot/scan (s6 semantics).
     pub down_file: bool,
+    /// The directory this slot was loaded from: a start from any other one is refused.
+    pub inode: ((u32, u32), u64),
+    /// Its owner, for log files PID 1 writes on the slot's behalf (`None`: root).
+    pub owner: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -30,32 +39,78 @@ pub enum LoadError {
     Invalid(Invalid),
 }
 
-fn executable(p: &Path) -> Option<std::fs::Metadata> {
-    std::fs::metadata(p).ok().filter(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// What a failed load depended on: an unchanged bad slot is neither re-read nor re-reported
+/// (C-SEC-5). The directory's mtime moves when an entry is added, removed or renamed; the
+/// spec's when it is rewritten in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    dir: ((u32, u32), u64, (i64, u32)),
+    spec: Option<(u64, (i64, u32), u64)>,
+}
+
+pub fn fingerprint(scan: BorrowedFd, name: &str) -> Option<Fingerprint> {
+    let c = fsx::cname(OsStr::new(name)).ok()?;
+    let d = fsx::lstat_at(scan, &c).ok()?;
+    let dir = fsx::open_dir_at(scan, &c).ok()?;
+    let spec = fsx::lstat_at(dir.as_fd(), c"hermesinit.yaml").ok().map(|s| (s.ino, s.mtime, s.size));
+    Some(Fingerprint { dir: (d.dev, d.ino, d.mtime), spec })
+}
+
+fn program_present(dir: BorrowedFd, name: &CStr, shown: &str) -> Result<bool, String> {
+    match fsx::lstat_at(dir, name) {
+        Ok(st) if st.is_symlink() => Err(format!("refusing {shown}: a symlink")),
+        Ok(st) => Ok(st.is_file() && st.mode & 0o111 != 0),
+        Err(_) => Ok(false),
+    }
 }
 
 impl ServiceDir {
-    pub fn load(scan_dir: &Path, name: &str) -> Result<ServiceDir, LoadError> {
+    /// Read the slot `name` of the scan directory `scan` without following any symlink; every
+    /// file is read through the bounded reader (C-SEC-2, C-SEC-3).
+    pub fn load(scan: BorrowedFd, scan_dir: &Path, name: &str) -> Result<ServiceDir, LoadError> {
         let path = scan_dir.join(name);
-        // Never follow a symlinked slot out of the scan directory.
-        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) || !config::valid_service_name(name) {
+        let bad = |e: String| LoadError::Invalid(Invalid { file: path.clone(), errors: vec![e] });
+        if !config::valid_service_name(name) {
             return Err(LoadError::NotAService);
         }
-        let down_file = path.join("down").exists();
+        let c = fsx::cname(OsStr::new(name)).map_err(|_| LoadError::NotAService)?;
+        // A symlinked slot is never followed out of the scan directory.
+        let dir = fsx::open_dir_at(scan, &c).map_err(|_| LoadError::NotAService)?;
+        let st = fsx::fstat(dir.as_fd()).map_err(|e| bad(e.to_string()))?;
+        let down_file = fsx::lstat_at(dir.as_fd(), c"down").is_ok();
         let spec_path = path.join(SPEC_FILE);
-        let kind = match std::fs::read_to_string(&spec_path) {
-            Ok(text) => Kind::Native(ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?),
-            Err(_) => {
-                let run = executable(&path.join("run")).ok_or(LoadError::NotAService)?;
-                Kind::S6 {
-                    run_uid: run.uid(),
-                    run_gid: run.gid(),
-                    finish: executable(&path.join("finish")).is_some(),
-                    logger: executable(&path.join("log/run")).is_some(),
+        let kind = match fsx::read_bounded_at(dir.as_fd(), c"hermesinit.yaml", config::MAX_SPEC_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| bad(format!("{SPEC_FILE}: not UTF-8")))?;
+                let spec = ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?;
+                if let (Some(u), true) = (&spec.user, st.uid != 0) {
+                    warn!(
+                        "service {name}: `user: {u}` ignored: the slot directory belongs to uid {}, \
+                         so it runs as that uid",
+                        st.uid
+                    );
                 }
+                Kind::Native(spec)
             }
+            Err(e) if fsx::is_missing(&e) => {
+                if !program_present(dir.as_fd(), c"run", "run").map_err(bad)? {
+                    return Err(LoadError::NotAService);
+                }
+                let finish = program_present(dir.as_fd(), c"finish", "finish").map_err(bad)?;
+                let logger = match fsx::open_dir_at(dir.as_fd(), c"log") {
+                    Ok(l) => program_present(l.as_fd(), c"run", "log/run").map_err(bad)?,
+                    Err(e) if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                        return Err(bad("refusing log: a symlink or not a directory".into()));
+                    }
+                    Err(_) => false,
+                };
+                Kind::S6 { finish, logger }
+            }
+            Err(e) if fsx::is_symlink_refusal(&e) => return Err(bad(format!("refusing {SPEC_FILE}: a symlink"))),
+            Err(e) => return Err(bad(format!("{SPEC_FILE}: {e}"))),
         };
-        Ok(ServiceDir { name: name.to_string(), path, kind, down_file })
+        let owner = (st.uid != 0).then_some(st.uid);
+        Ok(ServiceDir { name: name.to_string(), path, kind, down_file, inode: (st.dev, st.ino), owner })
     }
 }
 
@@ -111,14 +166,15 @@ pub fn remove_stale_staging(scan_dir: &Path) -> usize {
 }
 
 /// The names in the scan directory that may be services (dot-prefixed entries are ignored).
-pub fn list(scan_dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(scan_dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> =
-        rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| config::valid_service_name(n)).collect();
-    v.sort();
-    v
+pub fn list(scan: BorrowedFd) -> BTreeSet<String> {
+    let Ok(names) = fsx::list(scan) else { return BTreeSet::new() };
+    names.into_iter().filter_map(|n| n.into_string().ok()).filter(|n| config::valid_service_name(n)).collect()
+}
+
+/// The (device, inode) of the directory `name` in the scan directory, if it is one.
+pub fn inode_of(scan: BorrowedFd, name: &str) -> Option<((u32, u32), u64)> {
+    let st = fsx::lstat_at(scan, &fsx::cname(OsStr::new(name)).ok()?).ok()?;
+    st.is_dir().then_some((st.dev, st.ino))
 }
 
 #[cfg(test)]
@@ -133,22 +189,24 @@ mod tests {
         assert_eq!(remove_stale_staging(&scan), 1);
         let spec = ServiceSpec { command: vec!["/bin/sleep".into(), "9".into()], ..Default::default() };
         publish(&scan, "gateway-a", &spec, true, None).unwrap();
-        let d = ServiceDir::load(&scan, "gateway-a").unwrap();
+        let fd = fsx::open_dir_path(&scan).unwrap();
+        let load = |n: &str| ServiceDir::load(fd.as_fd(), &scan, n);
+        let d = load("gateway-a").unwrap();
         assert!(d.down_file);
         assert!(matches!(&d.kind, Kind::Native(s) if s.command[1] == "9"));
         // republish replaces
         publish(&scan, "gateway-a", &spec, false, None).unwrap();
-        assert!(!ServiceDir::load(&scan, "gateway-a").unwrap().down_file);
+        assert!(!load("gateway-a").unwrap().down_file);
         // s6 format
         let s6 = scan.join("svc");
         std::fs::create_dir_all(s6.join("log")).unwrap();
         std::fs::write(s6.join("run"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(s6.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(matches!(ServiceDir::load(&scan, "svc").unwrap().kind, Kind::S6 { finish: false, logger: false, .. }));
+        std::fs::set_permissions(s6.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert!(matches!(load("svc").unwrap().kind, Kind::S6 { finish: false, logger: false, .. }));
         std::fs::create_dir_all(scan.join("empty")).unwrap();
-        assert!(matches!(ServiceDir::load(&scan, "empty"), Err(LoadError::NotAService)));
+        assert!(matches!(load("empty"), Err(LoadError::NotAService)));
         std::fs::create_dir_all(scan.join(".hidden")).unwrap();
-        assert_eq!(list(&scan), vec!["empty", "gateway-a", "svc"]);
+        assert_eq!(list(fd.as_fd()).into_iter().collect::<Vec<_>>(), vec!["empty", "gateway-a", "svc"]);
         assert!(publish(&scan, "../evil", &spec, false, None).is_err());
         std::fs::remove_dir_all(&scan).unwrap();
     }
