@@ -351,7 +351,7 @@ impl Init {
                 }
             }
             let paused = self.sup.paused_until(now);
-            let pipes = if paused.is_some() { Vec::new() } else { self.sup.read_fds() };
+            let pipes = if paused.is_some() { std::rc::Rc::from([]) } else { self.sup.read_fds() };
             for (i, (fd, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }

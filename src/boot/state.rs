@@ -5,7 +5,7 @@
 use super::{StepErr, soft};
 use crate::fsx;
 use std::ffi::CStr;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use tracing::{info, warn};
@@ -174,25 +174,12 @@ pub fn read_state(dir: BorrowedFd, dir_path: &Path) -> Option<String> {
         warn!("boot: reconcile: {}: {why}; treating the gateway's state as unknown", path.display());
         None
     };
-    let mut f = match fsx::open_read_at(dir, STATE_FILE) {
-        Ok(f) => f,
+    let buf = match fsx::read_bounded_at(dir, STATE_FILE, MAX_STATE_BYTES) {
+        Ok(b) => b,
         Err(e) if fsx::is_missing(&e) => return None,
         Err(e) if fsx::is_symlink_refusal(&e) => return unknown("refusing to follow a symlink".into()),
         Err(e) => return unknown(e.to_string()),
     };
-    match fsx::fstat(f.as_fd()) {
-        Ok(st) if !st.is_file() => return unknown("not a regular file".into()),
-        Ok(st) if st.size > MAX_STATE_BYTES => return unknown(format!("{} bytes is too large", st.size)),
-        Ok(_) => {}
-        Err(e) => return unknown(e.to_string()),
-    }
-    let mut buf = Vec::new();
-    if let Err(e) = (&mut f).take(MAX_STATE_BYTES + 1).read_to_end(&mut buf) {
-        return unknown(e.to_string());
-    }
-    if buf.len() as u64 > MAX_STATE_BYTES {
-        return unknown("too large".into());
-    }
     parse_state(&buf).unwrap_or_else(unknown)
 }
 

@@ -74,6 +74,8 @@ pub struct Supervisor {
     over_limit_reported: usize,
     pipes_failing: bool,
     scan_unreadable: bool,
+    /// `read_fds`' answer, until the slot table changes.
+    read_fds: Option<std::rc::Rc<[(RawFd, String)]>>,
 }
 
 fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -111,6 +113,7 @@ impl Supervisor {
             over_limit_reported: 0,
             pipes_failing: false,
             scan_unreadable: false,
+            read_fds: None,
         }
     }
 
@@ -269,6 +272,7 @@ impl Supervisor {
         let slot =
             Slot { m: Machine::new(policy, wanted, now), dir, out, err, logger, finish_pid: None, removed: false };
         self.slots.insert(name.clone(), slot);
+        self.read_fds = None;
         if let Some(slot) = self.slots.get_mut(&name) {
             if let Some(l) = slot.logger.as_mut() {
                 let a = l.m.start();
@@ -522,6 +526,7 @@ impl Supervisor {
 
     fn drop_slot(&mut self, name: &str) {
         self.drain(name);
+        self.read_fds = None;
         if let Some(mut s) = self.slots.remove(name) {
             if let Some(f) = s.out.file.as_mut() {
                 let _ = f.flush();
@@ -530,8 +535,16 @@ impl Supervisor {
         }
     }
 
+    /// Deliver timer events to the slots whose deadline has come (O(N) to find, nothing
+    /// allocated for the others: thousands of idle slots cost little per loop pass).
     pub fn tick(&mut self, now: Instant) {
-        let names: Vec<String> = self.slots.keys().cloned().collect();
+        let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+        let names: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| due(s.m.deadline()) || due(s.logger.as_ref().and_then(|l| l.m.deadline())))
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in names {
             self.event(&name, Event::Tick, now);
             let la = self.slots.get_mut(&name).and_then(|s| s.logger.as_mut()).map(|l| l.m.handle(Event::Tick, now));
@@ -590,8 +603,12 @@ impl Supervisor {
         }
     }
 
-    /// The fds to poll for reading, each with the slot it belongs to.
-    pub fn read_fds(&self) -> Vec<(RawFd, String)> {
+    /// The fds to poll for reading, each with the slot it belongs to. Built again only when
+    /// the slot table changed.
+    pub fn read_fds(&mut self) -> std::rc::Rc<[(RawFd, String)]> {
+        if let Some(v) = &self.read_fds {
+            return v.clone();
+        }
         let mut v = Vec::new();
         for (n, s) in &self.slots {
             v.push((s.out.r.as_raw_fd(), n.clone()));
@@ -599,6 +616,8 @@ impl Supervisor {
                 v.push((e.r.as_raw_fd(), n.clone()));
             }
         }
+        let v: std::rc::Rc<[(RawFd, String)]> = v.into();
+        self.read_fds = Some(v.clone());
         v
     }
 

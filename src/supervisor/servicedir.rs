@@ -127,31 +127,41 @@ pub fn publish(
     if !config::valid_service_name(name) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid service name '{name}'")));
     }
-    let live = scan_dir.join(name);
-    let tmp = scan_dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
+    // The scan directory belongs to hermes: everything below it is reached through descriptors,
+    // never by a path hermes could redirect with a symlink (C-SEC-2).
+    let scan = fsx::open_dir_path(scan_dir)?;
+    let live = fsx::cname(OsStr::new(name))?;
+    let tmp_name = format!(".{name}.tmp");
+    let tmp = fsx::cname(OsStr::new(&tmp_name))?;
+    // std's remove_dir_all never follows a symlink, at any depth.
+    let _ = std::fs::remove_dir_all(scan_dir.join(&tmp_name));
+    fsx::mkdir_at(scan.as_fd(), &tmp, 0o755)?;
     let r = (|| {
-        std::fs::write(tmp.join("type"), "longrun\n")?;
-        std::fs::write(tmp.join(SPEC_FILE), spec.to_yaml())?;
+        let dir = fsx::open_dir_at(scan.as_fd(), &tmp)?;
+        let yaml = spec.to_yaml();
+        let mut files: Vec<(&CStr, &[u8])> = vec![(c"type", b"longrun\n"), (c"hermesinit.yaml", yaml.as_bytes())];
         if down {
-            std::fs::write(tmp.join("down"), "")?;
+            files.push((c"down", b""));
+        }
+        for (n, body) in files {
+            let mut f = fsx::create_excl_at(dir.as_fd(), n, 0o644)?;
+            std::io::Write::write_all(&mut f, body)?;
+            if let Some((u, g)) = owner {
+                fsx::fchown(f.as_fd(), u, g)?;
+            }
         }
         if let Some((u, g)) = owner {
-            for e in std::fs::read_dir(&tmp)? {
-                std::os::unix::fs::lchown(e?.path(), Some(u), Some(g))?;
-            }
-            std::os::unix::fs::lchown(&tmp, Some(u), Some(g))?;
+            fsx::fchown(dir.as_fd(), u, g)?;
         }
-        if std::fs::symlink_metadata(&live).is_ok() {
-            std::fs::remove_dir_all(&live)?;
+        if fsx::lstat_at(scan.as_fd(), &live).is_ok() {
+            std::fs::remove_dir_all(scan_dir.join(name)).or_else(|_| fsx::unlink_at(scan.as_fd(), &live))?;
         }
-        std::fs::rename(&tmp, &live)
+        fsx::rename_at(scan.as_fd(), &tmp, &live)
     })();
     if r.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(scan_dir.join(&tmp_name));
     }
-    r.map(|()| live)
+    r.map(|()| scan_dir.join(name))
 }
 
 /// Remove staging leftovers (`.<name>.tmp*`) of an interrupted publish.
