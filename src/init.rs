@@ -95,7 +95,10 @@ fn blocked_signals() -> SigSet {
 
 pub fn main(args: Vec<OsString>) -> i32 {
     crate::logs::init_tracing();
-    let args: Vec<String> = args.into_iter().map(|a| String::from_utf8_lossy(&a.into_vec()).into_owned()).collect();
+    // Decisions (routing, boot's legacy check) read the arguments as text; the main program
+    // gets them byte for byte.
+    let raw_args: Vec<Vec<u8>> = args.into_iter().map(OsStringExt::into_vec).collect();
+    let args: Vec<String> = raw_args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let is_pid1 = std::process::id() == 1;
     if !is_pid1 {
         // C-INIT-6: keep working as a subreaper under another init.
@@ -196,7 +199,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         is_pid1,
     };
     init.rescan(Instant::now());
-    match spawn_main(&args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
+    match spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
         Ok(pid) => init.main_pid = Some(pid),
         Err((code, msg)) => {
             error!("{msg}");
@@ -257,23 +260,26 @@ fn child_env(cfg: &Config) -> Vec<(OsString, OsString)> {
 
 fn spawn_main(
     args: &[String],
+    raw_args: &[Vec<u8>],
     env: &[(OsString, OsString)],
     drop_to: Option<&Identity>,
     cfg: &Config,
 ) -> Result<Pid, (i32, String)> {
     let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut argv = routing::route_main(args, &path);
+    let argv = routing::route_main(args, &path);
     // Run the resolved file, but keep argv[0] as the user typed it.
     let program = argv[0].clone();
-    if argv[0] != routing::HERMES_REAL {
-        argv[0] = args[0].clone();
+    let mut exec_argv: Vec<Vec<u8>> = Vec::with_capacity(raw_args.len() + 1);
+    if argv[0] == routing::HERMES_REAL {
+        exec_argv.push(routing::HERMES_REAL.as_bytes().to_vec());
     }
+    exec_argv.extend_from_slice(raw_args);
     let mut overlay = vec![("HOME".into(), cfg.hermes_home.clone().into_os_string())];
     if let Some(name) = drop_to.and_then(|h| h.name.clone()) {
         overlay.push(("USER".into(), name.clone().into()));
         overlay.push(("LOGNAME".into(), name.into()));
     }
-    let mut cmd = Command::new(&argv);
+    let mut cmd = Command::new(&exec_argv);
     cmd.program(&program);
     cmd.env(crate::envdir::merge(env.iter().cloned(), &overlay));
     cmd.identity = drop_to.cloned();

@@ -1,7 +1,7 @@
 //! PID 1 behaviour (C-INIT, C-MAIN), with the real binary as PID 1 of a fresh namespace.
 
 mod harness;
-use harness::{Root, secs};
+use harness::{BIN, Root, secs};
 
 #[test]
 fn c_init_2_exit_code_of_every_value() {
@@ -202,4 +202,13 @@ fn c_init_3_docker_stop_during_a_hanging_boot_hook_stops_at_once() {
     assert_eq!(out.code, 143, "{}", out.stderr);
     assert!(t.elapsed() < secs(3), "took {:?}", t.elapsed());
     assert!(out.stderr.contains("fatal: stopping the container"), "{}", out.stderr);
+}
+
+#[test]
+fn c_main_7_non_utf8_arguments_reach_the_main_program_byte_for_byte() {
+    let root = Root::new("nonutf8");
+    let body = format!("exec {BIN} init sh -c 'printf %s \"$1\" | od -An -tx1' sh \"$(printf '\\377\\376x')\"");
+    let out = root.run_ns(true, "", &body, &[], &[], secs(20));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("ff fe 78"), "{:?} {}", out.stdout, out.stderr);
 }
