@@ -135,6 +135,11 @@ fn open_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int, mode: libc::mode_
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat` with the caller's flags (`O_CLOEXEC` is always added).
+pub fn open_raw_at(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    open_raw(dir.as_raw_fd(), name, flags, mode as libc::mode_t)
+}
+
 /// Open a directory by path, following symlinks in the path (for HERMES_HOME itself, which is
 /// configuration, not hermes-controlled).
 pub fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {

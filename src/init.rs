@@ -358,7 +358,7 @@ impl Init {
             }
             let paused = self.sup.paused_until(now);
             let pipes = if paused.is_some() { std::rc::Rc::from([]) } else { self.sup.read_fds() };
-            for (i, (fd, _)) in pipes.iter().enumerate() {
+            for (i, (fd, _, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }
             if self.sup.stdout.pending() {
@@ -397,6 +397,7 @@ impl Init {
                         }
                     }
                     Token::Conn(id) => self.conn_event(id, pfd.revents, now),
+                    Token::Pipe(i) if pipes[i].2 => self.sup.control_input(&pipes[i].1, now),
                     Token::Pipe(i) => self.sup.drain(&pipes[i].1),
                     Token::Stdout => self.sup.stdout.flush(),
                     Token::Stderr => {

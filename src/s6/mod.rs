@@ -26,7 +26,7 @@ mod common;
 mod getopt;
 mod log;
 mod setuidgid;
-mod status;
+pub(crate) mod status;
 mod svc;
 mod svscanctl;
 mod svstat;

@@ -152,6 +152,39 @@ pub fn tai64n_label(ms: u64) -> String {
     format!("@{:016x}{:08x}", (1u64 << 62) + secs + TAI_OFFSET, nanos)
 }
 
+/// A TAI64N label as 12 bytes (s6's `tain_pack`), for a wall-clock time in ms.
+fn tai64n_bytes(ms: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&((1u64 << 62) + ms / 1000 + TAI_OFFSET).to_be_bytes());
+    b[8..].copy_from_slice(&(((ms % 1000) * 1_000_000) as u32).to_be_bytes());
+    b
+}
+
+/// The size of s6-supervise's `supervise/status` record in s6 2.11.
+pub const STATUS_SIZE: usize = 35;
+
+impl Snapshot {
+    /// The record s6-supervise keeps in `supervise/status`, so Debian's own s6-svstat reads a
+    /// hermesinit slot: stamp and ready stamp (TAI64N), pid (u64), wstat (u16, as waitpid gives
+    /// it), then the flags paused, finishing, want up, ready — all big-endian.
+    pub fn pack(&self) -> [u8; STATUS_SIZE] {
+        let mut b = [0u8; STATUS_SIZE];
+        b[..12].copy_from_slice(&tai64n_bytes(self.stamp_ms));
+        b[12..24].copy_from_slice(&tai64n_bytes(self.ready_stamp_ms));
+        b[24..32].copy_from_slice(&(self.pid.unwrap_or(0).max(0) as u64).to_be_bytes());
+        let wstat: u16 = match self.wstat {
+            Wstat::Exited(c) => ((c & 0xff) as u16) << 8,
+            Wstat::Signaled(s) => (s & 0x7f) as u16,
+        };
+        b[32..34].copy_from_slice(&wstat.to_be_bytes());
+        b[34] = u8::from(self.paused)
+            | u8::from(self.finishing) << 1
+            | u8::from(self.want_up) << 2
+            | u8::from(self.ready) << 3;
+        b
+    }
+}
+
 /// Is this process stopped (state `T` or `t` in /proc)? False when it cannot be read.
 pub fn stopped(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -10,6 +10,7 @@
 mod launch;
 pub mod machine;
 pub mod servicedir;
+mod supervise;
 
 use crate::config::Config;
 use crate::control::{self, ServiceStatus};
@@ -57,6 +58,8 @@ struct Slot {
     logger: Option<Logger>,
     finish_pid: Option<i32>,
     removed: bool,
+    /// s6's `supervise/` files, when the open-file budget allows them.
+    supervise: Option<supervise::Supervise>,
 }
 
 pub struct Supervisor {
@@ -75,8 +78,15 @@ pub struct Supervisor {
     pipes_failing: bool,
     scan_unreadable: bool,
     /// `read_fds`' answer, until the slot table changes.
-    read_fds: Option<std::rc::Rc<[(RawFd, String)]>>,
+    read_fds: Option<std::rc::Rc<[(RawFd, String, bool)]>>,
+    supervise_failing: bool,
+    /// Descriptors the slots hold, and PID 1's limit on open files.
+    fds: usize,
+    nofile: usize,
 }
+
+/// Descriptors kept free of slots: the control socket's connections, spawns, boot, logs.
+const FD_RESERVE: usize = 256;
 
 fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -114,6 +124,10 @@ impl Supervisor {
             pipes_failing: false,
             scan_unreadable: false,
             read_fds: None,
+            supervise_failing: false,
+            fds: 0,
+            nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft.min(usize::MAX as u64) as usize),
         }
     }
 
@@ -214,9 +228,35 @@ impl Supervisor {
         self.collect_garbage();
     }
 
+    /// Descriptors a slot holds for its life: its pipes, its log file and directory, and (when
+    /// kept) the `supervise/` lock and control FIFO.
+    fn fds_of(dir: &ServiceDir) -> usize {
+        match &dir.kind {
+            Kind::Native(spec) => 2 + if spec.log.dir.is_some() { 2 } else { 0 },
+            Kind::S6 { logger, .. } => 4 + if *logger { 2 } else { 0 },
+        }
+    }
+
     fn add(&mut self, dir: ServiceDir, now: Instant) {
         let name = dir.name.clone();
         let policy = self.policy(&dir);
+        // The open-file budget (C-SEC-5): what the slots hold, plus a reserve for the control
+        // socket, spawns and boot, stays under PID 1's limit, so a flood of slots can never
+        // starve the rest of PID 1 of descriptors.
+        let need = Self::fds_of(&dir);
+        if self.fds + need + FD_RESERVE > self.nofile {
+            if !std::mem::replace(&mut self.pipes_failing, true) {
+                error!(
+                    "service {name} not started: the open-file limit ({}) is reached (further slots not reported)",
+                    self.nofile
+                );
+            }
+            return;
+        }
+        // supervise/ files come second: they are kept only while pipes for every slot still
+        // allowed (`max_services`) fit after them.
+        let room_for_rest = 2 * self.cfg.max_services.saturating_sub(self.slots.len() + 1);
+        let keep_supervise = self.fds + need + supervise::FDS + FD_RESERVE + room_for_rest <= self.nofile;
         let pipes = (|| -> std::io::Result<(Fanout, Option<Fanout>, Option<Logger>)> {
             let (r, w) = nonblocking_pipe()?;
             let (file, logger, err) = match &dir.kind {
@@ -269,8 +309,34 @@ impl Supervisor {
         self.pipes_failing = false;
         let wanted = !dir.down_file && !self.shutting_down;
         info!("service {name}: registered ({}, {})", kind_name(&dir.kind), if wanted { "starting" } else { "down" });
-        let slot =
-            Slot { m: Machine::new(policy, wanted, now), dir, out, err, logger, finish_pid: None, removed: false };
+        let writer = dir.owner.and_then(launch::owner_uid_identity);
+        let opened = if keep_supervise {
+            supervise::Supervise::open(&self.cfg.scan_dir, &name, dir.inode, writer)
+        } else {
+            Err(std::io::Error::other("the open-file limit is reached"))
+        };
+        let sv = match opened {
+            Ok(sv) => Some(sv),
+            Err(e) => {
+                if !std::mem::replace(&mut self.supervise_failing, true) {
+                    warn!(
+                        "service {name}: no s6 supervise/ files (s6's own tools will not see it): {e} (not reported again)"
+                    );
+                }
+                None
+            }
+        };
+        let slot = Slot {
+            m: Machine::new(policy, wanted, now),
+            dir,
+            out,
+            err,
+            logger,
+            finish_pid: None,
+            removed: false,
+            supervise: sv,
+        };
+        self.fds += Self::fds_of(&slot.dir) + if slot.supervise.is_some() { supervise::FDS } else { 0 };
         self.slots.insert(name.clone(), slot);
         self.read_fds = None;
         if let Some(slot) = self.slots.get_mut(&name) {
@@ -281,6 +347,7 @@ impl Supervisor {
         }
         let a = self.slots.get_mut(&name).map(|s| s.m.start()).unwrap_or_default();
         self.run_actions(&name, a, now);
+        self.publish_status(&name, now);
     }
 
     fn policy_logger(&self) -> Policy {
@@ -451,6 +518,53 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(name) else { return };
         let a = slot.m.handle(ev, now);
         self.run_actions(name, a, now);
+        self.publish_status(name, now);
+    }
+
+    /// Keep `supervise/status` in step with the machine (rewritten only when it changed).
+    fn publish_status(&mut self, name: &str, now: Instant) {
+        let scan_dir = &self.cfg.scan_dir;
+        let Some(s) = self.slots.get_mut(name) else { return };
+        if s.supervise.is_none() || s.removed {
+            return;
+        }
+        let st = status_of(name, s, now, SystemTime::now());
+        let rec = crate::s6::status::Snapshot::from_status(&st, st.normally_up, false).pack();
+        if let Some(sv) = s.supervise.as_mut() {
+            sv.write_status(scan_dir, name, s.dir.inode, rec);
+        }
+    }
+
+    /// Command letters from `supervise/control`, as s6-supervise reads them (what Debian's own
+    /// `s6-svc` writes there).
+    pub fn control_input(&mut self, name: &str, now: Instant) {
+        let Some(letters) = self.slots.get_mut(name).and_then(|s| s.supervise.as_mut()).map(|sv| sv.commands()) else {
+            return;
+        };
+        for c in letters {
+            let ev = match c {
+                b'u' | b'U' => Event::Up,
+                b'd' | b'D' => Event::Down,
+                b'o' | b'O' | b'Q' => Event::Once,
+                b'r' | b't' => Event::Signal(libc::SIGTERM),
+                b'a' => Event::Signal(libc::SIGALRM),
+                b'b' => Event::Signal(libc::SIGABRT),
+                b'q' => Event::Signal(libc::SIGQUIT),
+                b'h' => Event::Signal(libc::SIGHUP),
+                b'k' => Event::Signal(libc::SIGKILL),
+                b'i' => Event::Signal(libc::SIGINT),
+                b'1' => Event::Signal(libc::SIGUSR1),
+                b'2' => Event::Signal(libc::SIGUSR2),
+                b'p' => Event::Signal(libc::SIGSTOP),
+                b'c' => Event::Signal(libc::SIGCONT),
+                b'y' => Event::Signal(libc::SIGWINCH),
+                _ => continue, // 'x' (exit the supervisor) and anything unknown
+            };
+            if self.shutting_down && matches!(ev, Event::Up | Event::Once) {
+                continue;
+            }
+            self.event(name, ev, now);
+        }
     }
 
     /// A child exited. Returns false when it is not one of ours (an orphan).
@@ -528,6 +642,7 @@ impl Supervisor {
         self.drain(name);
         self.read_fds = None;
         if let Some(mut s) = self.slots.remove(name) {
+            self.fds -= Self::fds_of(&s.dir) + if s.supervise.is_some() { supervise::FDS } else { 0 };
             if let Some(f) = s.out.file.as_mut() {
                 let _ = f.flush();
             }
@@ -605,18 +720,22 @@ impl Supervisor {
 
     /// The fds to poll for reading, each with the slot it belongs to. Built again only when
     /// the slot table changed.
-    pub fn read_fds(&mut self) -> std::rc::Rc<[(RawFd, String)]> {
+    /// The third field marks a `supervise/control` FIFO (see [`Supervisor::control_input`]).
+    pub fn read_fds(&mut self) -> std::rc::Rc<[(RawFd, String, bool)]> {
         if let Some(v) = &self.read_fds {
             return v.clone();
         }
         let mut v = Vec::new();
         for (n, s) in &self.slots {
-            v.push((s.out.r.as_raw_fd(), n.clone()));
+            v.push((s.out.r.as_raw_fd(), n.clone(), false));
             if let Some(e) = &s.err {
-                v.push((e.r.as_raw_fd(), n.clone()));
+                v.push((e.r.as_raw_fd(), n.clone(), false));
+            }
+            if let Some(sv) = &s.supervise {
+                v.push((sv.control_fd(), n.clone(), true));
             }
         }
-        let v: std::rc::Rc<[(RawFd, String)]> = v.into();
+        let v: std::rc::Rc<[(RawFd, String, bool)]> = v.into();
         self.read_fds = Some(v.clone());
         v
     }
