@@ -544,4 +544,180 @@ pub mod server {
             }
         })
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{Request, ServiceStatus};
+        use super::*;
+        use std::io::BufRead;
+
+        struct T {
+            server: Server,
+            path: std::path::PathBuf,
+            now: Instant,
+        }
+
+        impl T {
+            fn new(tag: &str) -> T {
+                let path = std::env::temp_dir().join(format!("hi-ctl-{tag}-{}.sock", std::process::id()));
+                let mut server = Server::bind(&path).unwrap();
+                server.allow(Some(nix::unistd::getuid().as_raw()), "hermes");
+                T { server, path, now: Instant::now() }
+            }
+
+            fn connect(&self, line: &[u8]) -> UnixStream {
+                let mut c = UnixStream::connect(&self.path).unwrap();
+                c.write_all(line).unwrap();
+                c
+            }
+
+            /// One loop pass as init does it: poll the connections, then the listener.
+            fn pass(&mut self) -> Vec<Incoming> {
+                let mut got = Vec::new();
+                let conns = self.server.conn_fds();
+                let mut fds: Vec<libc::pollfd> =
+                    conns.iter().map(|&(fd, events, _)| libc::pollfd { fd, events, revents: 0 }).collect();
+                // SAFETY: a valid pollfd array.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+                for (p, (_, _, id)) in fds.iter().zip(conns) {
+                    if p.revents != 0 {
+                        got.extend(self.server.event(id, p.revents));
+                    }
+                }
+                self.server.accept(self.now);
+                self.server.expire(self.now);
+                got
+            }
+        }
+
+        impl Drop for T {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+
+        fn answer(c: &UnixStream) -> String {
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut s = String::new();
+            let _ = std::io::BufReader::new(c).read_line(&mut s);
+            s
+        }
+
+        #[test]
+        fn at_the_cap_the_oldest_idle_connection_makes_room_then_new_ones_are_refused() {
+            let mut t = T::new("cap");
+            let first = t.connect(b"");
+            t.pass();
+            let _idle: Vec<UnixStream> = (1..MAX_CONNS).map(|_| t.connect(b"")).collect();
+            for _ in 0..MAX_CONNS {
+                t.pass();
+            }
+            assert_eq!(t.server.conns.len(), MAX_CONNS);
+            let late = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            assert!(answer(&first).contains("too many connections"), "the oldest idle one was evicted");
+            let got = t.pass();
+            assert!(matches!(&got[..], [Incoming { request: Ok(_), .. }]), "the new one is served");
+            // Every slot with a request in flight: a newcomer is refused.
+            let ids: Vec<u64> = t.server.conns.keys().copied().collect();
+            for id in ids {
+                t.server.conns.get_mut(&id).unwrap().phase = Phase::Pending;
+            }
+            let refused = t.connect(b"");
+            t.pass();
+            assert!(answer(&refused).contains("too many connections (limit 64); try again"));
+            assert_eq!(t.server.conns.len(), MAX_CONNS);
+            drop(late);
+        }
+
+        #[test]
+        fn oversized_requests_are_refused_while_reading() {
+            let mut t = T::new("big");
+            let c = UnixStream::connect(&t.path).unwrap();
+            c.set_nonblocking(true).unwrap();
+            t.pass();
+            let chunk = vec![b'x'; 4096];
+            let mut sent = 0;
+            let mut got = Vec::new();
+            while got.is_empty() && sent < 4 * MAX_REQUEST {
+                sent += (&c).write(&chunk).unwrap_or(0);
+                got = t.pass();
+                let buffered: usize = t.server.conns.values().map(|c| c.inbuf.len()).sum();
+                assert!(buffered <= MAX_REQUEST + READ_CHUNK, "{buffered} bytes buffered");
+            }
+            assert!(matches!(&got[..], [Incoming { request: Err(e), .. }] if e.contains("too large")));
+        }
+
+        #[test]
+        fn idle_partial_and_unread_connections_expire() {
+            let mut t = T::new("expire");
+            let idle = t.connect(b"");
+            let _partial = t.connect(b"{\"v\":1,");
+            let unread = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            let got = t.pass();
+            assert_eq!(got.len(), 1);
+            // An answer far bigger than the socket buffer, that the peer never reads.
+            let svc = ServiceStatus { name: "x".repeat(200), ..Default::default() };
+            let big = Response { v: 1, ok: true, services: vec![svc; 1500], ..Default::default() };
+            t.server.reply(got[0].conn, &big, t.now);
+            assert!(t.server.is_open(got[0].conn), "still writing");
+            assert_eq!(t.server.deadline(), Some(t.now + REQUEST_TIMEOUT));
+            t.now += ANSWER_TIMEOUT;
+            t.pass();
+            assert!(t.server.conns.is_empty(), "all three expired");
+            assert!(answer(&idle).contains("no whole request line within 5 s"));
+            drop(unread);
+            // Nothing pending: no deadline, so no wake-up.
+            t.now += REFUSAL_LOG_PERIOD;
+            t.pass();
+            assert_eq!(t.server.deadline(), None);
+        }
+
+        #[test]
+        fn answers_past_the_cap_become_an_error() {
+            let mut t = T::new("cap-answer");
+            let c = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            let got = t.pass();
+            let svc = ServiceStatus { name: "x".repeat(1000), ..Default::default() };
+            let huge = Response { v: 1, ok: true, services: vec![svc; 2000], ..Default::default() };
+            t.server.reply(got[0].conn, &huge, t.now);
+            let a = answer(&c);
+            assert!(a.contains("answer too large") && a.len() < 200, "{a}");
+        }
+
+        #[test]
+        fn a_hang_up_closes_a_pending_wait_but_a_half_close_keeps_it() {
+            let mut t = T::new("hup");
+            let line = b"{\"v\":1,\"op\":\"wait\",\"services\":[],\"until\":\"boot\",\"any\":false}\n";
+            let gone = t.connect(line);
+            let half = t.connect(line);
+            half.shutdown(std::net::Shutdown::Write).unwrap();
+            t.pass();
+            let got = t.pass();
+            assert_eq!(got.len(), 2);
+            assert!(got.iter().all(|i| matches!(&i.request, Ok(e) if matches!(e.request, Request::Wait { .. }))));
+            drop(gone);
+            t.pass();
+            assert!(!t.server.is_open(got[0].conn), "hung up: closed (init drops its wait)");
+            assert!(t.server.is_open(got[1].conn), "half-closed: still waiting");
+            assert_eq!(t.server.deadline(), None, "a pending wait has no server deadline");
+            t.server.reply(got[1].conn, &Response::error("x"), t.now);
+            assert!(answer(&half).contains("\"error\":\"x\""));
+        }
+
+        #[test]
+        fn refusals_are_logged_once_per_period_with_a_count() {
+            let mut r = Refusals::default();
+            let t0 = Instant::now();
+            r.note(t0, "a".into());
+            assert_eq!(r.deadline(), None, "logged at once");
+            r.note(t0, "b".into());
+            r.note(t0 + Duration::from_secs(1), "c".into());
+            assert_eq!((r.unlogged, r.deadline()), (2, Some(t0 + REFUSAL_LOG_PERIOD)));
+            r.flush(t0 + REFUSAL_LOG_PERIOD);
+            assert_eq!((r.unlogged, r.deadline()), (0, None));
+        }
+    }
 }
