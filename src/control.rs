@@ -215,9 +215,9 @@ pub mod server {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
     /// Time for the peer to take its answer once it is queued.
     pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-    /// Accepts per loop pass; the listener is polled after the connections, so a connection
-    /// is read at least once before a later batch could make it the one evicted.
-    const ACCEPT_BATCH: usize = 16;
+    /// Accepts per loop pass. The listener is polled after the connections and a batch never
+    /// exceeds the cap, so every connection is read at least once before it can be evicted.
+    const ACCEPT_BATCH: usize = MAX_CONNS;
     /// After an accept failure (EMFILE, ENFILE, ENOBUFS…) the pending connection stays queued
     /// and the listener readable: polling it again at once would spin. We stop polling it for
     /// this long instead of keeping a reserve fd: simpler, and nothing is lost (the backlog).
@@ -451,36 +451,35 @@ pub mod server {
             }
         }
 
-        /// Read until a whole line is in; never more than `MAX_REQUEST` plus one chunk.
+        /// One read per readiness (poll reports the rest again): a fast writer cannot hold
+        /// the loop, and a connection evicted early costs one chunk, not its whole backlog.
+        /// Never more than `MAX_REQUEST` plus one chunk is buffered.
         fn read(&mut self, id: u64) -> Option<Incoming> {
             let c = self.conns.get_mut(&id)?;
             let mut buf = [0u8; READ_CHUNK];
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => break, // EOF before a whole request
-                    Ok(n) => {
-                        let start = c.inbuf.len();
-                        c.inbuf.extend_from_slice(&buf[..n]);
-                        let request = if let Some(i) = c.inbuf[start..].iter().position(|&b| b == b'\n') {
-                            parse(&c.inbuf[..start + i])
-                        } else if c.inbuf.len() > MAX_REQUEST {
-                            Err(format!("request too large (limit {MAX_REQUEST} bytes)"))
-                        } else {
-                            continue;
-                        };
-                        // One request per connection: what follows it is never read.
-                        c.inbuf = Vec::new();
-                        c.phase = Phase::Pending;
-                        c.deadline = None;
-                        return Some(Incoming { conn: id, request });
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
+            let n = match c.stream.read(&mut buf) {
+                Ok(n) if n > 0 => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => return None,
+                _ => {
+                    // EOF before a whole request, or an error.
+                    self.conns.remove(&id);
+                    return None;
                 }
-            }
-            self.conns.remove(&id);
-            None
+            };
+            let start = c.inbuf.len();
+            c.inbuf.extend_from_slice(&buf[..n]);
+            let request = if let Some(i) = c.inbuf[start..].iter().position(|&b| b == b'\n') {
+                parse(&c.inbuf[..start + i])
+            } else if c.inbuf.len() > MAX_REQUEST {
+                Err(format!("request too large (limit {MAX_REQUEST} bytes)"))
+            } else {
+                return None;
+            };
+            // One request per connection: what follows it is never read.
+            c.inbuf = Vec::new();
+            c.phase = Phase::Pending;
+            c.deadline = None;
+            Some(Incoming { conn: id, request })
         }
 
         /// Queue the answer and write what the socket takes; the connection closes once sent,
@@ -705,6 +704,35 @@ pub mod server {
             assert_eq!(t.server.deadline(), None, "a pending wait has no server deadline");
             t.server.reply(got[1].conn, &Response::error("x"), t.now);
             assert!(answer(&half).contains("\"error\":\"x\""));
+        }
+
+        #[test]
+        fn accept_failures_pause_the_listener_instead_of_spinning() {
+            let mut t = T::new("emfile");
+            let _c = t.connect(b"");
+            // No fd left for accept (this test runs in its own process under nextest).
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit/setrlimit with valid pointers.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            // SAFETY: dup/close of stdin: the lowest free fd number, which is all the limit checks.
+            let free = unsafe {
+                let fd = libc::dup(0);
+                libc::close(fd);
+                fd
+            };
+            let low = libc::rlimit { rlim_cur: free as libc::rlim_t, rlim_max: lim.rlim_max };
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+            t.server.accept(t.now);
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+            assert_eq!(t.server.listen_fd(t.now), None, "not polled while backing off");
+            assert_eq!(t.server.deadline(), Some(t.now + ACCEPT_BACKOFF), "the back-off is a deadline");
+            t.now += ACCEPT_BACKOFF;
+            t.server.expire(t.now);
+            assert!(t.server.listen_fd(t.now).is_some());
+            t.server.accept(t.now);
+            assert_eq!(t.server.conns.len(), 1, "the queued connection was kept and is accepted now");
         }
 
         #[test]
