@@ -1,9 +1,10 @@
 //! The control protocol: one JSON object per line over a Unix stream socket owned by PID 1.
 //!
 //! Version 1. A client sends one request line and reads one response line. PID 1 checks the
-//! peer's credentials (SO_PEERCRED): root and the hermes user may control services, anyone
-//! else gets `ok: false` with a clear error. `wait` requests are answered when the condition
-//! holds or the timeout passes, never by blocking PID 1.
+//! peer's credentials (SO_PEERCRED) at accept: root and the hermes user may control services,
+//! anyone else gets `ok: false` with a clear error and is closed. `wait` requests are answered
+//! when the condition holds or the timeout passes, never by blocking PID 1. Limits on
+//! connections, sizes and time are in `server` (C-SEC-4).
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
