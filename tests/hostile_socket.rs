@@ -238,7 +238,7 @@ fn c_sec_4_connection_flood_from_any_uid_is_capped() {
     let stranger = Clients::start(&p.sock, 12345, 2000, b"", false);
     let own = Clients::start(&p.sock, 0, 2000, b"", false);
     eprintln!("flood: {} connections as uid 12345, {} as root, held open", stranger.connected, own.connected);
-    p.status("under a flood of 4000 idle connections");
+    p.status("under the flood of idle connections");
     let during = p.measure("under the flood");
     assert_bounded(&p, base, during, "under the flood");
     std::thread::sleep(EXPIRY);
