@@ -1,9 +1,10 @@
 //! The control protocol: one JSON object per line over a Unix stream socket owned by PID 1.
 //!
 //! Version 1. A client sends one request line and reads one response line. PID 1 checks the
-//! peer's credentials (SO_PEERCRED): root and the hermes user may control services, anyone
-//! else gets `ok: false` with a clear error. `wait` requests are answered when the condition
-//! holds or the timeout passes, never by blocking PID 1.
+//! peer's credentials (SO_PEERCRED) at accept: root and the hermes user may control services,
+//! anyone else gets `ok: false` with a clear error and is closed. `wait` requests are answered
+//! when the condition holds or the timeout passes, never by blocking PID 1. Limits on
+//! connections, sizes and time are in `server` (C-SEC-4).
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -149,7 +150,7 @@ pub fn request(req: Request) -> Result<Response, ClientError> {
     let mut stream =
         UnixStream::connect(&path).map_err(|e| ClientError::NotRunning(format!("{}: {e}", path.display())))?;
     let timeout = match &req {
-        Request::Wait { timeout_ms: Some(ms), .. } => Some(Duration::from_millis(ms + 5000)),
+        Request::Wait { timeout_ms: Some(ms), .. } => Some(Duration::from_millis(ms.saturating_add(5000))),
         Request::Wait { timeout_ms: None, .. } => None,
         _ => Some(Duration::from_secs(30)),
     };
@@ -157,10 +158,14 @@ pub fn request(req: Request) -> Result<Response, ClientError> {
     let mut line =
         serde_json::to_vec(&Envelope { v: VERSION, request: req }).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(ClientError::Io)?;
+    // The server may refuse at accept (permission, too many connections) and close before the
+    // request is written: its one answer line is still there to read.
+    let sent = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(ClientError::Io)?;
+    let read = BufReader::new(stream).read_line(&mut answer);
     if answer.is_empty() {
+        sent.map_err(ClientError::Io)?;
+        read.map_err(ClientError::Io)?;
         return Err(ClientError::Protocol("supervisor closed the connection without an answer".into()));
     }
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("bad answer: {e}")))
@@ -183,44 +188,123 @@ mod tests {
     }
 }
 
-/// The server side, driven by init's event loop: non-blocking listener and connections.
+/// The server side, driven by init's event loop. It owns each connection's whole life: the
+/// peer check at accept, the connection cap, every deadline and bounded buffers, so PID 1
+/// holds nothing for a peer that is gone, idle, partial or not reading (C-SEC-4).
 pub mod server {
     use super::{Envelope, Response, VERSION};
     use std::collections::BTreeMap;
-    use std::io::{Read, Write};
+    use std::io::{ErrorKind, Read, Write};
     use std::os::fd::{AsRawFd, RawFd};
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::Path;
+    use std::time::{Duration, Instant};
+    use tracing::warn;
 
-    /// Requests larger than this are refused (and the connection closed).
-    const MAX_REQUEST: usize = 64 * 1024;
+    /// Requests longer than this are refused while reading: at most this plus one read
+    /// (`READ_CHUNK`) is ever buffered for a connection.
+    pub const MAX_REQUEST: usize = 64 * 1024;
+    /// An answer longer than this is replaced by an error, bounding the bytes queued per
+    /// connection (a status line is ~250 bytes per service).
+    pub const MAX_ANSWER: usize = 1024 * 1024;
+    /// Connections open at once. At the cap a new connection takes the place of the oldest one
+    /// still sending its request, so idle connections cannot lock `svc status` out; when every
+    /// slot has a request in flight (a pending wait, an answer being sent) it is refused.
+    pub const MAX_CONNS: usize = 64;
+    /// Time from accept to a whole request line.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Time for the peer to take its answer once it is queued.
+    pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Accepts per loop pass. The listener is polled after the connections and a batch never
+    /// exceeds the cap, so every connection is read at least once before it can be evicted.
+    const ACCEPT_BATCH: usize = MAX_CONNS;
+    /// After an accept failure (EMFILE, ENFILE, ENOBUFS…) the pending connection stays queued
+    /// and the listener readable: polling it again at once would spin. We stop polling it for
+    /// this long instead of keeping a reserve fd: simpler, and nothing is lost (the backlog).
+    const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+    /// Refusals (any peer can cause them) are logged at most once per period, with a count.
+    const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+    const READ_CHUNK: usize = 8192;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Phase {
+        /// Until its deadline: reading the request line.
+        Reading,
+        /// The request went to init and its answer is pending (a wait): only a hang-up is
+        /// watched. A peer that only shut down its writing side still gets its answer.
+        Pending,
+        /// Until its deadline: writing the answer; closed once sent.
+        Writing,
+    }
 
     struct Conn {
         stream: UnixStream,
-        uid: u32,
+        phase: Phase,
+        deadline: Option<Instant>,
         inbuf: Vec<u8>,
         out: Vec<u8>,
-        /// A request was read; no further input is taken.
-        got: bool,
+        sent: usize,
+    }
+
+    /// At most one log line per period; what was suppressed is reported with a count.
+    #[derive(Default)]
+    struct Refusals {
+        logged_at: Option<Instant>,
+        unlogged: u64,
+        last: String,
+    }
+
+    impl Refusals {
+        fn note(&mut self, now: Instant, what: String) {
+            if self.logged_at.is_some_and(|t| now < t + REFUSAL_LOG_PERIOD) {
+                self.unlogged += 1;
+                self.last = what;
+            } else {
+                warn!("control socket: {what}");
+                self.logged_at = Some(now);
+            }
+        }
+
+        fn deadline(&self) -> Option<Instant> {
+            self.logged_at.filter(|_| self.unlogged > 0).map(|t| t + REFUSAL_LOG_PERIOD)
+        }
+
+        fn flush(&mut self, now: Instant) {
+            if self.deadline().is_some_and(|d| d <= now) {
+                warn!(
+                    "control socket: {} more refused in the last {} s (last: {})",
+                    self.unlogged,
+                    REFUSAL_LOG_PERIOD.as_secs(),
+                    self.last
+                );
+                self.unlogged = 0;
+                self.last = String::new();
+                self.logged_at = Some(now);
+            }
+        }
     }
 
     pub struct Server {
         listener: UnixListener,
         conns: BTreeMap<u64, Conn>,
         next: u64,
+        /// Who may connect besides root (C-SVC-6), and its name for the refusal.
+        hermes_uid: Option<u32>,
+        user: String,
+        accept_paused_until: Option<Instant>,
+        refusals: Refusals,
     }
 
     /// One parsed request from a client.
     pub struct Incoming {
         pub conn: u64,
-        pub uid: u32,
         pub request: Result<Envelope, String>,
     }
 
     impl Server {
-        /// Bind the socket (replacing a stale one); mode 0666, since permission is checked per
-        /// request from the peer's credentials.
+        /// Bind the socket (replacing a stale one); mode 0666, since the peer's credentials are
+        /// checked at accept. Until `allow` names the hermes user, only root is served.
         pub fn bind(path: &Path) -> std::io::Result<Server> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -230,99 +314,199 @@ pub mod server {
             let listener = UnixListener::bind(path)?;
             listener.set_nonblocking(true)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-            Ok(Server { listener, conns: BTreeMap::new(), next: 0 })
+            Ok(Server {
+                listener,
+                conns: BTreeMap::new(),
+                next: 0,
+                hermes_uid: None,
+                user: "hermes".into(),
+                accept_paused_until: None,
+                refusals: Refusals::default(),
+            })
         }
 
-        pub fn listen_fd(&self) -> RawFd {
-            self.listener.as_raw_fd()
+        /// The uid (after boot's remap) that may connect besides root.
+        pub fn allow(&mut self, hermes_uid: Option<u32>, user: &str) {
+            self.hermes_uid = hermes_uid;
+            self.user = user.to_string();
         }
 
-        /// (fd, wants write, conn id) for each connection.
-        pub fn conn_fds(&self) -> Vec<(RawFd, bool, u64)> {
-            self.conns.iter().map(|(id, c)| (c.stream.as_raw_fd(), !c.out.is_empty(), *id)).collect()
+        /// The listener, unless accepts are backing off after a failure.
+        pub fn listen_fd(&self, now: Instant) -> Option<RawFd> {
+            match self.accept_paused_until {
+                Some(t) if now < t => None,
+                _ => Some(self.listener.as_raw_fd()),
+            }
         }
 
-        pub fn accept(&mut self) {
-            while let Ok((stream, _)) = self.listener.accept() {
-                let Ok(cred) = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) else {
-                    continue;
+        /// (fd, poll events, conn id) for each connection. A pending one polls for nothing:
+        /// POLLHUP and POLLERR are reported anyway, and they are all it waits for.
+        pub fn conn_fds(&self) -> Vec<(RawFd, libc::c_short, u64)> {
+            self.conns
+                .iter()
+                .map(|(id, c)| {
+                    let events = match c.phase {
+                        Phase::Reading => libc::POLLIN,
+                        Phase::Pending => 0,
+                        Phase::Writing => libc::POLLOUT,
+                    };
+                    (c.stream.as_raw_fd(), events, *id)
+                })
+                .collect()
+        }
+
+        /// The earliest connection deadline, accept back-off or refusal report.
+        pub fn deadline(&self) -> Option<Instant> {
+            let conns = self.conns.values().filter_map(|c| c.deadline);
+            conns.chain(self.accept_paused_until).chain(self.refusals.deadline()).min()
+        }
+
+        /// Close what is past its deadline; end an accept back-off; report refusals.
+        pub fn expire(&mut self, now: Instant) {
+            let late: Vec<u64> =
+                self.conns.iter().filter(|(_, c)| c.deadline.is_some_and(|d| d <= now)).map(|(id, _)| *id).collect();
+            for id in late {
+                if let Some(c) = self.conns.remove(&id) {
+                    if c.phase == Phase::Reading {
+                        let secs = REQUEST_TIMEOUT.as_secs();
+                        say(&c.stream, &Response::error(format!("no whole request line within {secs} s")));
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+            }
+            self.refusals.flush(now);
+        }
+
+        pub fn accept(&mut self, now: Instant) {
+            for _ in 0..ACCEPT_BATCH {
+                let stream = match self.listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => continue,
+                    Err(e) => {
+                        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                        self.refusals.note(now, format!("accept: {e} (not accepting for 100 ms)"));
+                        return;
+                    }
                 };
                 if stream.set_nonblocking(true).is_err() {
                     continue;
                 }
+                let Ok(cred) = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) else {
+                    continue;
+                };
+                // C-SVC-6: root and the hermes user only, status included; checked before the
+                // peer can hold anything.
+                let uid = cred.uid();
+                if uid != 0 && Some(uid) != self.hermes_uid {
+                    let why =
+                        format!("permission denied: uid {uid} may not control services (only root and {})", self.user);
+                    self.refuse(stream, now, why);
+                    continue;
+                }
+                if self.conns.len() >= MAX_CONNS && !self.evict(now) {
+                    self.refuse(stream, now, format!("too many connections (limit {MAX_CONNS}); try again"));
+                    continue;
+                }
                 self.next += 1;
-                self.conns.insert(
-                    self.next,
-                    Conn { stream, uid: cred.uid(), inbuf: Vec::new(), out: Vec::new(), got: false },
-                );
+                let deadline = Some(now + REQUEST_TIMEOUT);
+                let c = Conn { stream, phase: Phase::Reading, deadline, inbuf: Vec::new(), out: Vec::new(), sent: 0 };
+                self.conns.insert(self.next, c);
             }
         }
 
-        /// Read from a connection; returns its request once a whole line is in.
-        pub fn readable(&mut self, id: u64) -> Option<Incoming> {
-            let c = self.conns.get_mut(&id)?;
-            let mut buf = [0u8; 4096];
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => {
-                        if !c.got {
-                            self.conns.remove(&id);
-                        }
-                        return None;
-                    }
-                    Ok(n) if !c.got => c.inbuf.extend_from_slice(&buf[..n]),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.conns.remove(&id);
-                        return None;
-                    }
-                }
-            }
-            if c.got {
-                return None;
-            }
-            let line_end = c.inbuf.iter().position(|&b| b == b'\n');
-            let line = match line_end {
-                Some(i) => c.inbuf[..i].to_vec(),
-                None if c.inbuf.len() > MAX_REQUEST => {
-                    c.got = true;
-                    return Some(Incoming { conn: id, uid: c.uid, request: Err("request too large".into()) });
-                }
-                None => return None,
+        /// Make room at the cap: close the oldest connection still sending its request.
+        fn evict(&mut self, now: Instant) -> bool {
+            let Some(id) = self.conns.iter().find(|(_, c)| c.phase == Phase::Reading).map(|(id, _)| *id) else {
+                return false;
             };
-            c.got = true;
-            let request = serde_json::from_slice::<serde_json::Value>(&line)
-                .map_err(|e| format!("not JSON: {e}"))
-                .and_then(|v| match v.get("v").and_then(|x| x.as_u64()) {
-                    Some(n) if n == u64::from(VERSION) => {
-                        serde_json::from_value::<Envelope>(v).map_err(|e| format!("bad request: {e}"))
-                    }
-                    Some(n) => Err(format!("protocol version {n} is not supported (this is version {VERSION})")),
-                    None => Err("missing protocol version \"v\"".into()),
-                });
-            Some(Incoming { conn: id, uid: c.uid, request })
+            if let Some(c) = self.conns.remove(&id) {
+                self.refuse(c.stream, now, format!("too many connections (limit {MAX_CONNS}): closed an idle one"));
+            }
+            true
         }
 
-        /// Queue the answer and write what the socket takes; the connection closes once sent.
-        pub fn reply(&mut self, id: u64, resp: &Response) {
+        /// One refusal line if the socket takes it at once, then close.
+        fn refuse(&mut self, stream: UnixStream, now: Instant, why: String) {
+            say(&stream, &Response::error(why.clone()));
+            self.refusals.note(now, why);
+        }
+
+        /// Poll readiness on a connection: read its request, write its answer, or notice that
+        /// the peer hung up (which closes it; init then drops its wait).
+        pub fn event(&mut self, id: u64, revents: libc::c_short) -> Option<Incoming> {
+            match self.conns.get(&id)?.phase {
+                Phase::Reading => self.read(id),
+                Phase::Writing => {
+                    self.write(id);
+                    None
+                }
+                Phase::Pending => {
+                    if revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                        self.conns.remove(&id);
+                    }
+                    None
+                }
+            }
+        }
+
+        /// One read per readiness (poll reports the rest again): a fast writer cannot hold
+        /// the loop, and a connection evicted early costs one chunk, not its whole backlog.
+        /// Never more than `MAX_REQUEST` plus one chunk is buffered.
+        fn read(&mut self, id: u64) -> Option<Incoming> {
+            let c = self.conns.get_mut(&id)?;
+            let mut buf = [0u8; READ_CHUNK];
+            let n = match c.stream.read(&mut buf) {
+                Ok(n) if n > 0 => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => return None,
+                _ => {
+                    // EOF before a whole request, or an error.
+                    self.conns.remove(&id);
+                    return None;
+                }
+            };
+            let start = c.inbuf.len();
+            c.inbuf.extend_from_slice(&buf[..n]);
+            let request = if let Some(i) = c.inbuf[start..].iter().position(|&b| b == b'\n') {
+                parse(&c.inbuf[..start + i])
+            } else if c.inbuf.len() > MAX_REQUEST {
+                Err(format!("request too large (limit {MAX_REQUEST} bytes)"))
+            } else {
+                return None;
+            };
+            // One request per connection: what follows it is never read.
+            c.inbuf = Vec::new();
+            c.phase = Phase::Pending;
+            c.deadline = None;
+            Some(Incoming { conn: id, request })
+        }
+
+        /// Queue the answer and write what the socket takes; the connection closes once sent,
+        /// or at `ANSWER_TIMEOUT` if the peer does not read it.
+        pub fn reply(&mut self, id: u64, resp: &Response, now: Instant) {
             let Some(c) = self.conns.get_mut(&id) else { return };
-            let mut line = serde_json::to_vec(resp).unwrap_or_else(|_| b"{}".to_vec());
+            let mut line = serde_json::to_vec(resp).unwrap_or_default();
+            if line.len() >= MAX_ANSWER {
+                let msg = format!("answer too large ({} bytes, limit {MAX_ANSWER}): name fewer services", line.len());
+                line = serde_json::to_vec(&Response::error(msg)).unwrap_or_default();
+            }
             line.push(b'\n');
             c.out = line;
-            self.writable(id);
+            c.sent = 0;
+            c.phase = Phase::Writing;
+            c.deadline = Some(now + ANSWER_TIMEOUT);
+            self.write(id);
         }
 
-        pub fn writable(&mut self, id: u64) {
+        fn write(&mut self, id: u64) {
             let Some(c) = self.conns.get_mut(&id) else { return };
-            while !c.out.is_empty() {
-                match c.stream.write(&c.out) {
-                    Ok(n) => {
-                        c.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            while c.sent < c.out.len() {
+                match c.stream.write(&c.out[c.sent..]) {
+                    Ok(n) => c.sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
@@ -333,8 +517,236 @@ pub mod server {
             self.conns.contains_key(&id)
         }
 
-        pub fn error(&mut self, id: u64, msg: String) {
-            self.reply(id, &Response::error(msg));
+        pub fn error(&mut self, id: u64, msg: String, now: Instant) {
+            self.reply(id, &Response::error(msg), now);
+        }
+    }
+
+    /// Write one answer line only if the (non-blocking) socket takes it whole right now.
+    fn say(stream: &UnixStream, resp: &Response) {
+        let mut line = serde_json::to_vec(resp).unwrap_or_default();
+        line.push(b'\n');
+        let _ = nix::sys::socket::send(
+            stream.as_raw_fd(),
+            &line,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+
+    fn parse(line: &[u8]) -> Result<Envelope, String> {
+        serde_json::from_slice::<serde_json::Value>(line).map_err(|e| format!("not JSON: {e}")).and_then(|v| {
+            match v.get("v").and_then(|x| x.as_u64()) {
+                Some(n) if n == u64::from(VERSION) => {
+                    serde_json::from_value::<Envelope>(v).map_err(|e| format!("bad request: {e}"))
+                }
+                Some(n) => Err(format!("protocol version {n} is not supported (this is version {VERSION})")),
+                None => Err("missing protocol version \"v\"".into()),
+            }
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{Request, ServiceStatus};
+        use super::*;
+        use std::io::BufRead;
+
+        struct T {
+            server: Server,
+            path: std::path::PathBuf,
+            now: Instant,
+        }
+
+        impl T {
+            fn new(tag: &str) -> T {
+                let path = std::env::temp_dir().join(format!("hi-ctl-{tag}-{}.sock", std::process::id()));
+                let mut server = Server::bind(&path).unwrap();
+                server.allow(Some(nix::unistd::getuid().as_raw()), "hermes");
+                T { server, path, now: Instant::now() }
+            }
+
+            fn connect(&self, line: &[u8]) -> UnixStream {
+                let mut c = UnixStream::connect(&self.path).unwrap();
+                c.write_all(line).unwrap();
+                c
+            }
+
+            /// One loop pass as init does it: poll the connections, then the listener.
+            fn pass(&mut self) -> Vec<Incoming> {
+                let mut got = Vec::new();
+                let conns = self.server.conn_fds();
+                let mut fds: Vec<libc::pollfd> =
+                    conns.iter().map(|&(fd, events, _)| libc::pollfd { fd, events, revents: 0 }).collect();
+                // SAFETY: a valid pollfd array.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+                for (p, (_, _, id)) in fds.iter().zip(conns) {
+                    if p.revents != 0 {
+                        got.extend(self.server.event(id, p.revents));
+                    }
+                }
+                self.server.accept(self.now);
+                self.server.expire(self.now);
+                got
+            }
+        }
+
+        impl Drop for T {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+
+        fn answer(c: &UnixStream) -> String {
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut s = String::new();
+            let _ = std::io::BufReader::new(c).read_line(&mut s);
+            s
+        }
+
+        #[test]
+        fn at_the_cap_the_oldest_idle_connection_makes_room_then_new_ones_are_refused() {
+            let mut t = T::new("cap");
+            let first = t.connect(b"");
+            t.pass();
+            let _idle: Vec<UnixStream> = (1..MAX_CONNS).map(|_| t.connect(b"")).collect();
+            for _ in 0..MAX_CONNS {
+                t.pass();
+            }
+            assert_eq!(t.server.conns.len(), MAX_CONNS);
+            let late = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            assert!(answer(&first).contains("too many connections"), "the oldest idle one was evicted");
+            let got = t.pass();
+            assert!(matches!(&got[..], [Incoming { request: Ok(_), .. }]), "the new one is served");
+            // Every slot with a request in flight: a newcomer is refused.
+            let ids: Vec<u64> = t.server.conns.keys().copied().collect();
+            for id in ids {
+                t.server.conns.get_mut(&id).unwrap().phase = Phase::Pending;
+            }
+            let refused = t.connect(b"");
+            t.pass();
+            assert!(answer(&refused).contains("too many connections (limit 64); try again"));
+            assert_eq!(t.server.conns.len(), MAX_CONNS);
+            drop(late);
+        }
+
+        #[test]
+        fn oversized_requests_are_refused_while_reading() {
+            let mut t = T::new("big");
+            let c = UnixStream::connect(&t.path).unwrap();
+            c.set_nonblocking(true).unwrap();
+            t.pass();
+            let chunk = vec![b'x'; 4096];
+            let mut sent = 0;
+            let mut got = Vec::new();
+            while got.is_empty() && sent < 4 * MAX_REQUEST {
+                sent += (&c).write(&chunk).unwrap_or(0);
+                got = t.pass();
+                let buffered: usize = t.server.conns.values().map(|c| c.inbuf.len()).sum();
+                assert!(buffered <= MAX_REQUEST + READ_CHUNK, "{buffered} bytes buffered");
+            }
+            assert!(matches!(&got[..], [Incoming { request: Err(e), .. }] if e.contains("too large")));
+        }
+
+        #[test]
+        fn idle_partial_and_unread_connections_expire() {
+            let mut t = T::new("expire");
+            let idle = t.connect(b"");
+            let _partial = t.connect(b"{\"v\":1,");
+            let unread = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            let got = t.pass();
+            assert_eq!(got.len(), 1);
+            // An answer far bigger than the socket buffer, that the peer never reads.
+            let svc = ServiceStatus { name: "x".repeat(200), ..Default::default() };
+            let big = Response { v: 1, ok: true, services: vec![svc; 1500], ..Default::default() };
+            t.server.reply(got[0].conn, &big, t.now);
+            assert!(t.server.is_open(got[0].conn), "still writing");
+            assert_eq!(t.server.deadline(), Some(t.now + REQUEST_TIMEOUT));
+            t.now += ANSWER_TIMEOUT;
+            t.pass();
+            assert!(t.server.conns.is_empty(), "all three expired");
+            assert!(answer(&idle).contains("no whole request line within 5 s"));
+            drop(unread);
+            // Nothing pending: no deadline, so no wake-up.
+            t.now += REFUSAL_LOG_PERIOD;
+            t.pass();
+            assert_eq!(t.server.deadline(), None);
+        }
+
+        #[test]
+        fn answers_past_the_cap_become_an_error() {
+            let mut t = T::new("cap-answer");
+            let c = t.connect(b"{\"v\":1,\"op\":\"status\",\"services\":[]}\n");
+            t.pass();
+            let got = t.pass();
+            let svc = ServiceStatus { name: "x".repeat(1000), ..Default::default() };
+            let huge = Response { v: 1, ok: true, services: vec![svc; 2000], ..Default::default() };
+            t.server.reply(got[0].conn, &huge, t.now);
+            let a = answer(&c);
+            assert!(a.contains("answer too large") && a.len() < 200, "{a}");
+        }
+
+        #[test]
+        fn a_hang_up_closes_a_pending_wait_but_a_half_close_keeps_it() {
+            let mut t = T::new("hup");
+            let line = b"{\"v\":1,\"op\":\"wait\",\"services\":[],\"until\":\"boot\",\"any\":false}\n";
+            let gone = t.connect(line);
+            let half = t.connect(line);
+            half.shutdown(std::net::Shutdown::Write).unwrap();
+            t.pass();
+            let got = t.pass();
+            assert_eq!(got.len(), 2);
+            assert!(got.iter().all(|i| matches!(&i.request, Ok(e) if matches!(e.request, Request::Wait { .. }))));
+            drop(gone);
+            t.pass();
+            assert!(!t.server.is_open(got[0].conn), "hung up: closed (init drops its wait)");
+            assert!(t.server.is_open(got[1].conn), "half-closed: still waiting");
+            assert_eq!(t.server.deadline(), None, "a pending wait has no server deadline");
+            t.server.reply(got[1].conn, &Response::error("x"), t.now);
+            assert!(answer(&half).contains("\"error\":\"x\""));
+        }
+
+        #[test]
+        fn accept_failures_pause_the_listener_instead_of_spinning() {
+            let mut t = T::new("emfile");
+            let _c = t.connect(b"");
+            // No fd left for accept (this test runs in its own process under nextest).
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit/setrlimit with valid pointers.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            // SAFETY: dup/close of stdin: the lowest free fd number, which is all the limit checks.
+            let free = unsafe {
+                let fd = libc::dup(0);
+                libc::close(fd);
+                fd
+            };
+            let low = libc::rlimit { rlim_cur: free as libc::rlim_t, rlim_max: lim.rlim_max };
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+            t.server.accept(t.now);
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+            assert_eq!(t.server.listen_fd(t.now), None, "not polled while backing off");
+            assert_eq!(t.server.deadline(), Some(t.now + ACCEPT_BACKOFF), "the back-off is a deadline");
+            t.now += ACCEPT_BACKOFF;
+            t.server.expire(t.now);
+            assert!(t.server.listen_fd(t.now).is_some());
+            t.server.accept(t.now);
+            assert_eq!(t.server.conns.len(), 1, "the queued connection was kept and is accepted now");
+        }
+
+        #[test]
+        fn refusals_are_logged_once_per_period_with_a_count() {
+            let mut r = Refusals::default();
+            let t0 = Instant::now();
+            r.note(t0, "a".into());
+            assert_eq!(r.deadline(), None, "logged at once");
+            r.note(t0, "b".into());
+            r.note(t0 + Duration::from_secs(1), "c".into());
+            assert_eq!((r.unlogged, r.deadline()), (2, Some(t0 + REFUSAL_LOG_PERIOD)));
+            r.flush(t0 + REFUSAL_LOG_PERIOD);
+            assert_eq!((r.unlogged, r.deadline()), (0, None));
         }
     }
 }

@@ -53,8 +53,6 @@ struct Init {
     main_code: Option<i32>,
     boot: BootState,
     waits: Vec<Wait>,
-    /// Who may use the control socket besides root.
-    hermes_uid: Option<u32>,
     /// Set when the container is stopping: (KILL deadline, final deadline).
     stopping: Option<(Instant, Instant)>,
     killed: bool,
@@ -156,7 +154,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         // SAFETY: prctl with a valid NUL-terminated name.
         unsafe { libc::prctl(libc::PR_SET_NAME, c"s6-svscan".as_ptr(), 0, 0, 0) };
     }
-    let server = match Server::bind(&cfg.control_socket) {
+    let mut server = match Server::bind(&cfg.control_socket) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(
@@ -173,6 +171,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     // Boot may have changed the user's ids: resolve again.
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
+    if let Some(s) = server.as_mut() {
+        s.allow(hermes.as_ref().map(|h| h.uid), &cfg.user);
+    }
     let base_env = child_env(&cfg);
     let scan_watch = watch(&cfg.scan_dir);
     let mut cfg = cfg;
@@ -181,7 +182,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     let mut init = Init {
         sup: Supervisor::new(cfg.clone(), base_env.clone()),
-        hermes_uid: hermes.as_ref().map(|h| h.uid),
         cfg,
         server,
         sfd,
@@ -351,9 +351,12 @@ impl Init {
             };
             add(self.sfd.as_raw_fd(), libc::POLLIN, Token::Signal);
             if let Some(s) = &self.server {
-                add(s.listen_fd(), libc::POLLIN, Token::Listener);
-                for (fd, w, id) in s.conn_fds() {
-                    add(fd, if w { libc::POLLOUT } else { libc::POLLIN }, Token::Conn(id));
+                for (fd, events, id) in s.conn_fds() {
+                    add(fd, events, Token::Conn(id));
+                }
+                // After the connections: a connection is read before new accepts can evict it.
+                if let Some(fd) = s.listen_fd(now) {
+                    add(fd, libc::POLLIN, Token::Listener);
                 }
             }
             let paused = self.sup.paused_until(now);
@@ -375,12 +378,8 @@ impl Init {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
-            let ms = timeout.map_or(-1, |d| {
-                d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0)
-            });
             // SAFETY: fds is a valid array of pollfd for the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, poll_timeout(now, deadline)) };
             if n < 0 {
                 continue; // EINTR
             }
@@ -393,7 +392,7 @@ impl Init {
                     Token::Signal => self.signals(now),
                     Token::Listener => {
                         if let Some(s) = self.server.as_mut() {
-                            s.accept();
+                            s.accept(now);
                         }
                     }
                     Token::Conn(id) => self.conn_event(id, pfd.revents, now),
@@ -412,6 +411,9 @@ impl Init {
             let periodic = self.next_rescan.is_some_and(|t| now >= t);
             if self.stopping.is_none() && (periodic || self.rescan_at.is_some_and(|t| now >= t)) {
                 self.rescan(now);
+            }
+            if let Some(s) = self.server.as_mut() {
+                s.expire(now);
             }
             self.answer_waits(now);
         }
@@ -453,6 +455,7 @@ impl Init {
             }
         };
         fold(self.waits.iter().filter_map(|w| w.deadline).min());
+        fold(self.server.as_ref().and_then(|s| s.deadline()));
         if let Some((kill, end)) = self.stopping {
             fold(Some(if self.killed { end } else { kill }));
         } else {
@@ -577,25 +580,12 @@ impl Init {
 
     fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
         let Some(server) = self.server.as_mut() else { return };
-        if revents & libc::POLLOUT != 0 {
-            server.writable(id);
-            return;
-        }
-        let Some(inc) = server.readable(id) else { return };
+        // The peer's credentials were checked at accept (C-SVC-6).
+        let Some(inc) = server.event(id, revents) else { return };
         let req = match inc.request {
             Ok(env) => env.request,
-            Err(e) => return server.error(id, e),
+            Err(e) => return server.error(id, e, now),
         };
-        // C-SVC-6: root and the hermes user only — status included.
-        if inc.uid != 0 && Some(inc.uid) != self.hermes_uid {
-            return server.error(
-                id,
-                format!(
-                    "permission denied: uid {} may not control services (only root and {})",
-                    inc.uid, self.cfg.user
-                ),
-            );
-        }
         let resp = match req {
             Request::Status { services } => match self.sup.status(&services) {
                 Ok(s) => self.ok(s),
@@ -615,7 +605,8 @@ impl Init {
                     services,
                     until,
                     any,
-                    deadline: timeout_ms.map(|ms| now + Duration::from_millis(ms)),
+                    // A deadline too far to represent is no deadline (u64::MAX ms is ~584 My).
+                    deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
                 });
                 self.answer_waits(now);
                 return;
@@ -633,7 +624,7 @@ impl Init {
             }
         };
         if let Some(s) = self.server.as_mut() {
-            s.reply(id, &resp);
+            s.reply(id, &resp, now);
         }
     }
 
@@ -663,7 +654,7 @@ impl Init {
                 let mut r = self.ok(self.sup.status(&w.services).unwrap_or_default());
                 r.timed_out = timed_out;
                 if let Some(s) = self.server.as_mut() {
-                    s.reply(w.conn, &r);
+                    s.reply(w.conn, &r, now);
                 }
             } else {
                 self.waits.push(w);
@@ -672,11 +663,42 @@ impl Init {
     }
 }
 
+/// poll's timeout in ms for a deadline: rounded up (never wake early and spin), -1 for none,
+/// clamped to i32::MAX (~24.8 days: poll just returns early and the loop computes again).
+fn poll_timeout(now: Instant, deadline: Option<Instant>) -> i32 {
+    let Some(d) = deadline else { return -1 };
+    let left = d.saturating_duration_since(now);
+    let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+    i32::try_from(ms).unwrap_or(i32::MAX)
+}
+
 /// Are there children left to reap (known or orphans)? Asks without reaping.
 fn has_children() -> bool {
     // SAFETY: waitid with a valid out-pointer; WNOWAIT leaves any status in place.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeout_rounds_up_and_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(poll_timeout(now, None), -1);
+        assert_eq!(poll_timeout(now, Some(now)), 0);
+        assert_eq!(poll_timeout(now + Duration::from_secs(1), Some(now)), 0, "a past deadline");
+        assert_eq!(poll_timeout(now, Some(now + Duration::from_micros(1500))), 2);
+        // 2^31 ms and beyond (24.8 days) do not fit poll's int.
+        for far in [Duration::from_millis(1 << 31), Duration::from_millis((1 << 31) - 1) + Duration::from_nanos(1)] {
+            assert_eq!(poll_timeout(now, Some(now + far)), i32::MAX);
+        }
+        let huge = now.checked_add(Duration::from_millis(u64::MAX));
+        if let Some(h) = huge {
+            assert_eq!(poll_timeout(now, Some(h)), i32::MAX);
+        }
     }
 }
