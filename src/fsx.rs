@@ -41,17 +41,19 @@ fn cpath(p: &Path) -> io::Result<CString> {
     cname(p.as_os_str())
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
-}
-
-fn retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+/// Run a syscall again when a signal interrupted it (PID 1 handles signals through a signalfd,
+/// but boot's sweep threads may still see EINTR from a stopped-and-continued process).
+fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
     loop {
-        match cvt(f()) {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            r => return r,
+        match f() {
+            Err(nix::Error::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
         }
     }
+}
+
+fn mode(m: u32) -> nix::sys::stat::Mode {
+    nix::sys::stat::Mode::from_bits_truncate(m as libc::mode_t)
 }
 
 /// What boot needs from `statx`.
@@ -96,17 +98,22 @@ impl Stat {
     }
 }
 
+/// nix has no `statx`, and only statx reports the mount id (other mounts are never entered).
 fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
-    // SAFETY: statx writes into a zeroed, properly sized struct; name is NUL-terminated.
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
     let mut sx: libc::statx = unsafe { std::mem::zeroed() };
-    retry(|| unsafe {
-        libc::statx(
-            dir,
-            name.as_ptr(),
-            flags | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
-            &mut sx,
-        )
+    retry(|| {
+        // SAFETY: `name` is NUL-terminated and `sx` is a properly sized, writable statx.
+        let r = unsafe {
+            libc::statx(
+                dir,
+                name.as_ptr(),
+                flags | libc::AT_STATX_SYNC_AS_STAT,
+                libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+                &mut sx,
+            )
+        };
+        nix::errno::Errno::result(r)
     })?;
     Ok(Stat {
         mode: u32::from(sx.stx_mode),
@@ -129,9 +136,10 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
 }
 
-fn open_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    let fd = retry(|| unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
-    // SAFETY: openat returned a fresh descriptor we now own.
+fn open_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int, m: libc::mode_t) -> io::Result<OwnedFd> {
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC);
+    let fd = retry(|| nix::fcntl::openat(Some(dir), name, flags, mode(m)))?;
+    // SAFETY: openat returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -213,30 +221,32 @@ pub fn open_append_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<Fil
     .map(File::from)
 }
 
-pub fn mkdir_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
-    retry(|| unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+pub fn mkdir_at(dir: BorrowedFd, name: &CStr, m: u32) -> io::Result<()> {
+    retry(|| nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), name, mode(m)))
 }
 
 /// `lchown` relative to `dir`: changes the entry itself, never a symlink's target.
 pub fn chown_at(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    retry(|| unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    let (u, g) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+    retry(|| nix::unistd::fchownat(Some(dir.as_raw_fd()), name, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW))
 }
 
 pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
-    retry(|| unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+    let (u, g) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+    retry(|| nix::unistd::fchown(fd.as_raw_fd(), u, g))
 }
 
-pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
-    retry(|| unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+pub fn fchmod(fd: BorrowedFd, m: u32) -> io::Result<()> {
+    retry(|| nix::sys::stat::fchmod(fd.as_raw_fd(), mode(m)))
 }
 
 /// Unlink a non-directory entry (a symlink is removed itself).
 pub fn unlink_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
-    retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+    retry(|| nix::unistd::unlinkat(Some(dir.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir))
 }
 
 pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
-    retry(|| unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) }).map(drop)
+    retry(|| nix::fcntl::renameat(Some(dir.as_raw_fd()), from, Some(dir.as_raw_fd()), to))
 }
 
 /// Is the filesystem of `fd` mounted read-only?
@@ -324,8 +334,7 @@ pub struct AsUser {
 
 impl AsUser {
     pub fn enter(uid: u32, gid: u32, groups: &[u32]) -> AsUser {
-        // SAFETY: geteuid has no failure mode.
-        if uid == 0 || unsafe { libc::geteuid() } != 0 {
+        if uid == 0 || !nix::unistd::geteuid().is_root() {
             return AsUser { saved_groups: None };
         }
         let mut saved = vec![0 as libc::gid_t; 256];

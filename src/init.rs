@@ -223,7 +223,7 @@ fn page_out_text() {
     }
     // SAFETY: linker-defined symbols bounding our own text; madvise only advises.
     unsafe {
-        let page = 4096usize;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as usize;
         let start = (&raw const __executable_start as usize) & !(page - 1);
         let end = &raw const etext as usize;
         if end > start {
