@@ -15,4 +15,5 @@ pub mod shim;
 pub mod spawn;
 pub mod supervisor;
 pub mod svc;
+pub mod tai;
 pub mod users;

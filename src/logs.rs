@@ -89,8 +89,7 @@ pub fn iso_seconds(t: SystemTime) -> String {
 /// s6's archive name: `@` + TAI64N label + `.s`. TAI runs 37 s ahead of UTC (10 s + 27 leap
 /// seconds), as Debian's skalibs labels it.
 pub fn tai64n_name(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("@{:016x}{:08x}.s", (1u64 << 62) + d.as_secs() + 37, d.subsec_nanos())
+    format!("{}.s", crate::tai::label(t.duration_since(UNIX_EPOCH).unwrap_or_default()))
 }
 
 /// `current` plus archives in one directory, rotated by rename like s6-log:

@@ -140,24 +140,13 @@ fn seconds_since(then_ms: u64, now_ms: u64) -> u64 {
     now_ms.saturating_sub(then_ms) / 1000
 }
 
-/// TAI − UTC in seconds since 2017-01-01: Debian's skalibs converts the system clock with the
-/// leap-second table, so its labels are 37 s ahead of a plain UNIX time + 10 (checked against
-/// `s6-tai64n` on Debian trixie's s6 2.11.3).
-const TAI_OFFSET: u64 = 37;
-
-/// An external TAI64N label, `@` and 24 hex digits, for a wall-clock time in ms.
+/// The TAI64N label of a wall-clock time in ms.
 pub fn tai64n_label(ms: u64) -> String {
-    let secs = ms / 1000;
-    let nanos = (ms % 1000) * 1_000_000;
-    format!("@{:016x}{:08x}", (1u64 << 62) + secs + TAI_OFFSET, nanos)
+    crate::tai::label(std::time::Duration::from_millis(ms))
 }
 
-/// A TAI64N label as 12 bytes (s6's `tain_pack`), for a wall-clock time in ms.
 fn tai64n_bytes(ms: u64) -> [u8; 12] {
-    let mut b = [0u8; 12];
-    b[..8].copy_from_slice(&((1u64 << 62) + ms / 1000 + TAI_OFFSET).to_be_bytes());
-    b[8..].copy_from_slice(&(((ms % 1000) * 1_000_000) as u32).to_be_bytes());
-    b
+    crate::tai::pack(std::time::Duration::from_millis(ms))
 }
 
 /// The size of s6-supervise's `supervise/status` record in s6 2.11.
