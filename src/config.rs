@@ -349,7 +349,8 @@ pub fn valid_profile_name(name: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
-/// A scan-directory entry we will supervise: not dot-prefixed, no slash, sane length.
+/// A scan-directory entry we will supervise: 1–255 printable ASCII bytes, no slash, not
+/// dot-prefixed (those are staging or s6's own entries).
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255

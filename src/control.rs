@@ -75,7 +75,7 @@ pub struct Exit {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    /// down | starting | up | stopping | finishing | backoff
+    /// down | up | stopping | finishing | backoff
     pub state: String,
     pub pid: Option<i32>,
     /// Wall-clock milliseconds since the epoch of the last up/down transition.
@@ -99,7 +99,6 @@ pub enum BootState {
     #[default]
     Running,
     Done,
-    Failed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

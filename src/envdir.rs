@@ -10,9 +10,9 @@ pub fn storable(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
-/// Read every variable of an envdir. Like s6-envdir without -n, a value ends at its first
-/// newline is NOT applied: s6-overlay writes values verbatim and reads them whole (`-L`), so we
-/// keep the whole content, with NULs turned into newlines as s6-envdir does.
+/// Read every variable of an envdir, each value the whole file: s6-envdir would cut a value at
+/// its first newline, but s6-overlay writes values verbatim and reads them whole (`-L`), so we
+/// keep all of it, with NULs turned into newlines as s6-envdir does.
 pub fn read(dir: &Path) -> std::io::Result<Vec<(OsString, OsString)>> {
     let mut vars = Vec::new();
     for e in std::fs::read_dir(dir)? {

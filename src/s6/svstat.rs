@@ -2,7 +2,7 @@
 //!
 //! Differences from Debian's s6 2.11, on purpose: the `pgid` field and `-g` of s6 ≥ 2.12 are
 //! accepted (the human line still has no ` pgid N`, which Hermes 0.19.0's `\(pid (\d+)\)`
-//! regex would miss); any user may read a status, since PID 1 answers status requests to all.
+//! regex would miss); like every control request, a status is answered to root and the hermes user only (C-SVC-6).
 
 use super::common::{self, CallError, Resolved, SYSTEM, fatal, usage};
 use super::getopt;

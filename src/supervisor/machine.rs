@@ -97,7 +97,6 @@ pub enum Event {
     /// Deliver a signal; an exit it causes restarts at once when wanted up (s6-svc -t/-k…).
     Signal(i32),
     Exited(Exit),
-    FinishExited,
     FinishResult(Exit),
     Tick,
 }
@@ -109,8 +108,6 @@ pub struct Machine {
     pub policy: Policy,
     /// Consecutive crashes without a stable run in between.
     pub failures: u32,
-    /// Restarts performed since the service was created.
-    pub restarts: u32,
     pub last_exit: Option<Exit>,
     /// When the state last changed between up and down (for status).
     pub since: Instant,
@@ -134,7 +131,6 @@ impl Machine {
             wanted_up,
             policy,
             failures: 0,
-            restarts: 0,
             last_exit: None,
             since: now,
             up_since: None,
@@ -239,7 +235,6 @@ impl Machine {
                 _ => Vec::new(),
             },
             Event::Exited(exit) => self.on_exit(exit, now),
-            Event::FinishExited => Vec::new(),
             Event::FinishResult(exit) => match self.state {
                 State::Finishing { .. } => {
                     self.kill_at = None;
@@ -323,7 +318,6 @@ impl Machine {
         if ran >= Duration::from_millis(self.policy.backoff.reset_after_ms) {
             self.failures = 0;
         }
-        self.restarts += 1;
         if expected {
             return vec![Action::Spawn];
         }
@@ -395,7 +389,6 @@ mod tests {
         let t2 = t1 + Duration::from_secs(11);
         assert_eq!(m.handle(Event::Exited(Exit::Code(2)), t2), vec![Action::Spawn]);
         assert_eq!(m.failures, 1);
-        assert_eq!(m.restarts, 3);
     }
 
     #[test]
