@@ -103,6 +103,28 @@ enum ParseError {
     Usage(String),
 }
 
+/// Which actions take `line`: each action's selections run in order from "selected", and `f`
+/// takes what no earlier action took (s6-log's rules).
+fn select(actions: &[Action], line: &[u8]) -> Vec<bool> {
+    let mut taken = false;
+    actions
+        .iter()
+        .map(|a| {
+            let mut selected = true;
+            for s in &a.sels {
+                match s {
+                    Sel::Plus(re) if !selected => selected = re.matches(line),
+                    Sel::Minus(re) if selected => selected = !re.matches(line),
+                    Sel::F => selected = !taken,
+                    _ => {}
+                }
+            }
+            taken |= selected;
+            selected
+        })
+        .collect()
+}
+
 /// Digits after the directive letter.
 fn num(word: &str) -> Result<u64, ParseError> {
     getopt::uint(&word[1..]).ok_or_else(|| ParseError::Usage(format!("unrecognized directive: {word}")))
@@ -281,21 +303,10 @@ impl Logger {
         let now = SystemTime::now();
         let (tai, iso) = (tai_prefix(now), iso_local(now));
         for line in lines {
-            let mut acted = false;
-            for a in &self.script.actions {
-                let mut selected = true;
-                for s in &a.sels {
-                    match s {
-                        Sel::Plus(re) if !selected => selected = re.matches(line),
-                        Sel::Minus(re) if selected => selected = !re.matches(line),
-                        Sel::F => selected = !acted,
-                        _ => {}
-                    }
-                }
+            for (a, selected) in self.script.actions.iter().zip(select(&self.script.actions, line)) {
                 if !selected {
                     continue;
                 }
-                acted = true;
                 let mut prefix = String::new();
                 if a.tai {
                     prefix.push_str(&tai);
@@ -601,26 +612,7 @@ mod tests {
     #[test]
     fn selections_pick_lines_like_s6_log() {
         let s = compile(&words(&["-.*", "+^keep", "1", "f", "2"])).unwrap();
-        let pick = |line: &[u8]| {
-            let mut acted = Vec::new();
-            let mut any = false;
-            for a in &s.actions {
-                let mut selected = true;
-                for sel in &a.sels {
-                    match sel {
-                        Sel::Plus(re) if !selected => selected = re.matches(line),
-                        Sel::Minus(re) if selected => selected = !re.matches(line),
-                        Sel::F => selected = !any,
-                        _ => {}
-                    }
-                }
-                if selected {
-                    any = true;
-                }
-                acted.push(selected);
-            }
-            acted
-        };
+        let pick = |line: &[u8]| select(&s.actions, line);
         assert_eq!(pick(b"keep this"), vec![true, false]);
         assert_eq!(pick(b"drop this"), vec![false, true]);
     }
