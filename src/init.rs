@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::control::{self, BootState, Request, Response, WaitFor, server::Server};
 use crate::creds::{self, Identity};
 use crate::routing;
+use crate::shutdown::{Action as StopAction, Event as StopEvent, Shutdown};
 use crate::spawn::{self, Command};
 use crate::supervisor::Supervisor;
 use crate::supervisor::machine::Event;
@@ -50,14 +51,10 @@ struct Init {
     /// dnotify watch on the scan directory (its events arrive as `DNOTIFY_SIG` on the signalfd).
     _scan_watch: Option<std::fs::File>,
     main_pid: Option<Pid>,
-    main_code: Option<i32>,
     boot: BootState,
     waits: Vec<Wait>,
-    /// Set when the container is stopping: (KILL deadline, final deadline).
-    stopping: Option<(Instant, Instant)>,
-    killed: bool,
-    /// TERM already sent to every remaining process (PID 1 only).
-    termed_all: bool,
+    /// The stop sequence (a pure machine; this loop executes what it decides).
+    shutdown: Shutdown,
     /// Periodic rescan (only when `rescan_interval_ms` is set).
     next_rescan: Option<Instant>,
     /// A rescan is due then: dnotify signals coalesce into one (C-SEC-5).
@@ -180,6 +177,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if scan_watch.is_none() && cfg.rescan_interval_ms == 0 {
         cfg.rescan_interval_ms = 5000;
     }
+    let grace = Duration::from_millis(cfg.kill_grace_ms);
     let mut init = Init {
         sup: Supervisor::new(cfg.clone(), base_env.clone()),
         cfg,
@@ -187,12 +185,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         sfd,
         _scan_watch: scan_watch,
         main_pid: None,
-        main_code: None,
         boot: BootState::Running,
         waits: Vec::new(),
-        stopping: None,
-        killed: false,
-        termed_all: false,
+        shutdown: Shutdown::new(grace, is_pid1),
         next_rescan: None,
         rescan_at: None,
         rescan_cost: Duration::ZERO,
@@ -203,8 +198,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(pid) => init.main_pid = Some(pid),
         Err((code, msg)) => {
             error!("{msg}");
-            init.main_code = Some(code);
-            init.begin_stop(Instant::now());
+            init.stop(StopEvent::MainExited(code), Instant::now());
         }
     }
     init.boot = BootState::Done;
@@ -339,9 +333,15 @@ impl Init {
     fn run(&mut self) -> i32 {
         loop {
             let now = Instant::now();
-            if let Some(code) = self.finished(now) {
-                self.flush_out(now + Duration::from_secs(1));
-                return code;
+            if self.shutdown.stopping() {
+                let tick = StopEvent::Tick {
+                    ours_left: self.main_pid.is_some() || !self.sup.idle(),
+                    children_left: has_children(),
+                };
+                if let Some(code) = self.stop(tick, now) {
+                    self.flush_out(now + Duration::from_secs(1));
+                    return code;
+                }
             }
             let mut fds: Vec<libc::pollfd> = Vec::new();
             let mut tokens: Vec<Token> = Vec::new();
@@ -409,7 +409,7 @@ impl Init {
             self.reap(now);
             self.sup.tick(now);
             let periodic = self.next_rescan.is_some_and(|t| now >= t);
-            if self.stopping.is_none() && (periodic || self.rescan_at.is_some_and(|t| now >= t)) {
+            if !self.shutdown.stopping() && (periodic || self.rescan_at.is_some_and(|t| now >= t)) {
                 self.rescan(now);
             }
             if let Some(s) = self.server.as_mut() {
@@ -456,8 +456,8 @@ impl Init {
         };
         fold(self.waits.iter().filter_map(|w| w.deadline).min());
         fold(self.server.as_ref().and_then(|s| s.deadline()));
-        if let Some((kill, end)) = self.stopping {
-            fold(Some(if self.killed { end } else { kill }));
+        if self.shutdown.stopping() {
+            fold(self.shutdown.deadline());
         } else {
             fold(self.next_rescan.map(|t| t.max(now)));
             fold(self.rescan_at.map(|t| t.max(now)));
@@ -477,7 +477,7 @@ impl Init {
     /// A burst of changes is one rescan: the first change schedules it a little later, and a
     /// long rescan (thousands of slots) spaces the next ones so they take at most ~20% of a core.
     fn schedule_rescan(&mut self, now: Instant) {
-        if self.rescan_at.is_none() && self.stopping.is_none() {
+        if self.rescan_at.is_none() && !self.shutdown.stopping() {
             self.rescan_at = Some(now + (self.rescan_cost * 4).max(Duration::from_millis(10)));
         }
     }
@@ -493,15 +493,17 @@ impl Init {
             let Ok(sig) = Signal::try_from(signo) else { continue };
             match sig {
                 Signal::SIGCHLD | Signal::SIGPIPE => {}
-                Signal::SIGTERM if self.stopping.is_none() => {
+                Signal::SIGTERM if !self.shutdown.stopping() => {
                     info!("SIGTERM: stopping the container");
-                    self.begin_stop(now);
+                    self.stop(StopEvent::Stop, now);
                 }
                 s if FORWARD.contains(&s) => match self.main_pid {
                     Some(pid) => {
                         let _ = nix::sys::signal::killpg(pid, s);
                     }
-                    None if s == Signal::SIGINT && self.stopping.is_none() => self.begin_stop(now),
+                    None if s == Signal::SIGINT => {
+                        self.stop(StopEvent::Stop, now);
+                    }
                     None => {}
                 },
                 _ => {}
@@ -519,10 +521,7 @@ impl Init {
                         let code = routing::exit_code(st).unwrap_or(1);
                         info!("main program exited with code {code}");
                         self.main_pid = None;
-                        self.main_code = Some(code);
-                        if self.stopping.is_none() {
-                            self.begin_stop(now);
-                        }
+                        self.stop(StopEvent::MainExited(code), now);
                     } else if !self.sup.on_exit(pid.as_raw(), st, now) {
                         // An orphan: reaped, nothing more to do.
                     }
@@ -531,49 +530,42 @@ impl Init {
         }
     }
 
-    /// C-INIT-3: TERM the main program and every service now; KILL what is left after the grace.
-    fn begin_stop(&mut self, now: Instant) {
-        let grace = Duration::from_millis(self.cfg.kill_grace_ms);
-        self.stopping = Some((now + grace, now + grace + Duration::from_secs(2)));
-        if let Some(pid) = self.main_pid {
-            let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
-            let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
-        }
-        self.sup.shutdown(now);
-    }
-
-    /// The exit code, once there is nothing left to wait for.
-    fn finished(&mut self, now: Instant) -> Option<i32> {
-        let (kill_at, end) = self.stopping?;
-        if self.main_pid.is_none() && self.sup.idle() {
-            // Orphans (and stray daemons) get TERM once our own are gone; then KILL at the grace.
-            if self.is_pid1 && !self.termed_all && has_children() {
-                self.termed_all = true;
-                // SAFETY: kill(2); -1 from PID 1 reaches every other process of the namespace.
-                unsafe { libc::kill(-1, libc::SIGTERM) };
+    /// Feed the stop sequence and carry out what it decides (C-INIT-3). Returns the exit code
+    /// once it is time to exit.
+    fn stop(&mut self, ev: StopEvent, now: Instant) -> Option<i32> {
+        for action in self.shutdown.on(ev, now) {
+            match action {
+                StopAction::TermOurs => {
+                    if let Some(pid) = self.main_pid {
+                        let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
+                        let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
+                    }
+                    self.sup.shutdown(now);
+                }
+                // -1 from PID 1 reaches every other process of the namespace (orphans, stray
+                // daemons); the machine sends this only when we are PID 1.
+                StopAction::TermRest => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGTERM);
+                }
+                StopAction::KillAll => {
+                    warn!("grace period over: killing what is left");
+                    if let Some(pid) = self.main_pid {
+                        let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+                    }
+                    for pg in self.sup.pgids() {
+                        let _ = nix::sys::signal::killpg(Pid::from_raw(pg), Signal::SIGKILL);
+                    }
+                    if self.is_pid1 {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    }
+                }
+                StopAction::Exit { code, forced } => {
+                    if forced {
+                        warn!("processes still present after SIGKILL; exiting anyway");
+                    }
+                    return Some(code);
+                }
             }
-            if !has_children() {
-                return Some(self.main_code.unwrap_or(0));
-            }
-        }
-        if now >= kill_at && !self.killed {
-            warn!("grace period over: killing what is left");
-            self.killed = true;
-            if let Some(pid) = self.main_pid {
-                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
-            }
-            for pg in self.sup.pgids() {
-                // SAFETY: kill(2) on a process group we started.
-                unsafe { libc::kill(-pg, libc::SIGKILL) };
-            }
-            if self.is_pid1 {
-                // SAFETY: as above.
-                unsafe { libc::kill(-1, libc::SIGKILL) };
-            }
-        }
-        if now >= end {
-            warn!("processes still present after SIGKILL; exiting anyway");
-            return Some(self.main_code.unwrap_or(137));
         }
         None
     }
@@ -594,7 +586,7 @@ impl Init {
             Request::Rescan { prune: _ } => {
                 // Removed directories are always dropped (C-S6-4: Hermes sends -an *before* it
                 // deletes the directory, so removal is noticed on its own too).
-                if self.stopping.is_none() {
+                if !self.shutdown.stopping() {
                     self.rescan(now);
                 }
                 self.ok(Vec::new())

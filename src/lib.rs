@@ -12,6 +12,7 @@ pub mod logs;
 pub mod routing;
 pub mod s6;
 pub mod shim;
+pub mod shutdown;
 pub mod spawn;
 pub mod supervisor;
 pub mod svc;
