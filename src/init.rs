@@ -7,13 +7,13 @@
 
 use crate::boot;
 use crate::config::Config;
-use crate::control::{self, BootState, Request, Response, WaitFor, server::Server};
+use crate::control::{BootState, server::Server};
 use crate::creds::{self, Identity};
+use crate::requests::{Ctx, Requests, Todo};
 use crate::routing;
 use crate::shutdown::{Action as StopAction, Event as StopEvent, Shutdown};
 use crate::spawn::{self, Command};
 use crate::supervisor::Supervisor;
-use crate::supervisor::machine::Event;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -35,14 +35,6 @@ const FORWARD: [Signal; 7] = [
     Signal::SIGALRM,
 ];
 
-struct Wait {
-    conn: u64,
-    services: Vec<String>,
-    until: WaitFor,
-    any: bool,
-    deadline: Option<Instant>,
-}
-
 struct Init {
     cfg: Config,
     sup: Supervisor,
@@ -52,7 +44,8 @@ struct Init {
     _scan_watch: Option<std::fs::File>,
     main_pid: Option<Pid>,
     boot: BootState,
-    waits: Vec<Wait>,
+    /// Control requests and their pending waits.
+    requests: Requests,
     /// The stop sequence (a pure machine; this loop executes what it decides).
     shutdown: Shutdown,
     /// Periodic rescan (only when `rescan_interval_ms` is set).
@@ -186,7 +179,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         _scan_watch: scan_watch,
         main_pid: None,
         boot: BootState::Running,
-        waits: Vec::new(),
+        requests: Requests::default(),
         shutdown: Shutdown::new(grace, is_pid1),
         next_rescan: None,
         rescan_at: None,
@@ -454,7 +447,7 @@ impl Init {
                 d = Some(d.map_or(x, |y| y.min(x)));
             }
         };
-        fold(self.waits.iter().filter_map(|w| w.deadline).min());
+        fold(self.requests.deadline());
         fold(self.server.as_ref().and_then(|s| s.deadline()));
         if self.shutdown.stopping() {
             fold(self.shutdown.deadline());
@@ -530,6 +523,28 @@ impl Init {
         }
     }
 
+    fn ctx(&mut self) -> Option<Ctx<'_>> {
+        let stopping = self.shutdown.stopping();
+        Some(Ctx { sup: &mut self.sup, server: self.server.as_mut()?, boot: self.boot, stopping })
+    }
+
+    fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
+        let mut requests = std::mem::take(&mut self.requests);
+        let todo = self.ctx().map(|cx| requests.on_conn(cx, id, revents, now));
+        self.requests = requests;
+        if todo == Some(Todo::Rescan) {
+            self.rescan(now);
+        }
+    }
+
+    fn answer_waits(&mut self, now: Instant) {
+        let mut requests = std::mem::take(&mut self.requests);
+        if let Some(cx) = self.ctx() {
+            requests.answer_waits(cx, now);
+        }
+        self.requests = requests;
+    }
+
     /// Feed the stop sequence and carry out what it decides (C-INIT-3). Returns the exit code
     /// once it is time to exit.
     fn stop(&mut self, ev: StopEvent, now: Instant) -> Option<i32> {
@@ -568,90 +583,6 @@ impl Init {
             }
         }
         None
-    }
-
-    fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
-        let Some(server) = self.server.as_mut() else { return };
-        // The peer's credentials were checked at accept (C-SVC-6).
-        let Some(inc) = server.event(id, revents) else { return };
-        let req = match inc.request {
-            Ok(env) => env.request,
-            Err(e) => return server.error(id, e, now),
-        };
-        let resp = match req {
-            Request::Status { services } => match self.sup.status(&services) {
-                Ok(s) => self.ok(s),
-                Err(e) => Response::error(e),
-            },
-            Request::Rescan { prune: _ } => {
-                // Removed directories are always dropped (C-S6-4: Hermes sends -an *before* it
-                // deletes the directory, so removal is noticed on its own too).
-                if !self.shutdown.stopping() {
-                    self.rescan(now);
-                }
-                self.ok(Vec::new())
-            }
-            Request::Wait { services, until, any, timeout_ms } => {
-                self.waits.push(Wait {
-                    conn: id,
-                    services,
-                    until,
-                    any,
-                    // A deadline too far to represent is no deadline (u64::MAX ms is ~584 My).
-                    deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
-                });
-                self.answer_waits(now);
-                return;
-            }
-            Request::Up { services } => self.control(&services, Event::Up, now),
-            Request::Once { services } => self.control(&services, Event::Once, now),
-            Request::Down { services } => self.control(&services, Event::Down, now),
-            Request::Restart { services } => self.control(&services, Event::Restart, now),
-            Request::Signal { services, signal } => {
-                if !(1..=64).contains(&signal) {
-                    Response::error(format!("invalid signal {signal}"))
-                } else {
-                    self.control(&services, Event::Signal(signal), now)
-                }
-            }
-        };
-        if let Some(s) = self.server.as_mut() {
-            s.reply(id, &resp, now);
-        }
-    }
-
-    fn control(&mut self, services: &[String], ev: Event, now: Instant) -> Response {
-        match self.sup.command(services, ev, now) {
-            Ok(()) => self.ok(self.sup.status(services).unwrap_or_default()),
-            Err(e) => Response::error(e),
-        }
-    }
-
-    fn ok(&self, services: Vec<control::ServiceStatus>) -> Response {
-        Response { v: control::VERSION, ok: true, boot: self.boot, services, ..Default::default() }
-    }
-
-    fn answer_waits(&mut self, now: Instant) {
-        let waits = std::mem::take(&mut self.waits);
-        for w in waits {
-            if !self.server.as_ref().is_some_and(|s| s.is_open(w.conn)) {
-                continue;
-            }
-            let met = match w.until {
-                WaitFor::Boot => self.boot != BootState::Running,
-                u => self.sup.wait_met(&w.services, u, w.any),
-            };
-            let timed_out = !met && w.deadline.is_some_and(|d| d <= now);
-            if met || timed_out {
-                let mut r = self.ok(self.sup.status(&w.services).unwrap_or_default());
-                r.timed_out = timed_out;
-                if let Some(s) = self.server.as_mut() {
-                    s.reply(w.conn, &r, now);
-                }
-            } else {
-                self.waits.push(w);
-            }
-        }
     }
 }
 

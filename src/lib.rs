@@ -9,6 +9,7 @@ pub mod envdir;
 pub mod fsx;
 pub mod init;
 pub mod logs;
+pub mod requests;
 pub mod routing;
 pub mod s6;
 pub mod shim;
