@@ -305,4 +305,7 @@ def test_c_svc_4_bind_refusal_is_not_a_restart_storm(refusing: Container) -> Non
     # the field) at a constant gap; a backoff keeps restarting, ever more slowly.
     assert len(times) >= 4, f"restarted after each refusal: {gaps}"
     assert len(times) <= 10, f"{len(times)} refusals in {STORM_WINDOW}s: {gaps}"
-    assert gaps[-1] >= 3 * min(gaps[:3]), f"the gaps between refusals must grow: {gaps}"
+    # A gap is the dashboard's own time to refuse (2-4 s, 7-10 s on a loaded machine) plus the
+    # backoff (0, 0.5, 1, 2, 4, 8 s…): the backoff alone puts the last gap 3 s or more above the
+    # early ones, whatever the refusal itself costs.
+    assert gaps[-1] >= min(gaps[:3]) + 3, f"the gaps between refusals must grow: {gaps}"
