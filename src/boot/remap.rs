@@ -304,4 +304,108 @@ mod tests {
             assert_eq!(crate::boot::testutil::owner(&passwd), (0, 0));
         }
     }
+
+    /// Property tests (issue 10) for boot's passwd/group reader and rewriter: here rather than
+    /// in tests/props.rs because `boot::remap` is private to the crate.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const LINES: &[&str] = &[
+            "root:x:0:0:root:/root:/bin/bash",
+            "hermes:x:10000:10000:Hermes Agent:/opt/data:/usr/sbin/nologin",
+            "hermes:x:10000:10000::/opt/data:/bin/sh\r",
+            "hermes:x:bad:10000::/opt/data:/bin/sh",
+            "hermes:x:10000",
+            "hermes:x:10000:",
+            "hermes:x:-1:-1::/:/bin/sh",
+            "hermes:x:4294967296:0::/:/bin/sh",
+            "+hermes::::::",
+            "-hermes",
+            "# hermes:x:1:1:c:/:/bin/sh",
+            "",
+            "   ",
+            "\u{feff}hermes:x:1:1::/:/bin/sh",
+            "audio:x:29:hermes,bob",
+            "hermes\0:x:1:1::/:/bin/sh",
+            ":::::::",
+        ];
+
+        fn file() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    4 => prop::sample::select(LINES).prop_map(|l| l.as_bytes().to_vec()),
+                    1 => prop::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..40),
+                ],
+                0..10,
+            )
+            .prop_flat_map(|lines| (Just(lines.join(&b'\n')), any::<bool>()))
+            .prop_map(|(mut text, nl)| {
+                if nl {
+                    text.push(b'\n');
+                }
+                text
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn entries_is_total(b in prop::collection::vec(any::<u8>(), 0..2048), text in file()) {
+                for t in [&b, &text] {
+                    let _ = entries(t, true);
+                    let _ = entries(t, false);
+                }
+            }
+
+            /// The rewrite changes at most one line (the first `hermes` entry), keeps every
+            /// other byte, and a file whose first `hermes` line is well-formed reads back with
+            /// the new ids.
+            #[test]
+            fn rewrite_touches_one_line_only(text in file(), uid in 1u32..65535, gid in 1u32..65535, passwd in any::<bool>()) {
+                let (min, set) = if passwd { (7, vec![(2, Some(uid)), (3, Some(gid))]) } else { (4, vec![(2, Some(gid))]) };
+                if let Some(out) = rewrite_fields(&text, "hermes", min, &set) {
+                    let a: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+                    let b: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+                    prop_assert_eq!(a.len(), b.len());
+                    let changed: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+                    prop_assert_eq!(changed.len(), 1);
+                    let i = changed[0];
+                    prop_assert_eq!(entry_name(a[i]), Some(&b"hermes"[..]));
+                    prop_assert!(a[..i].iter().all(|l| entry_name(l) != Some(&b"hermes"[..])), "the first hermes line");
+                    let mine = entries(b[i], passwd);
+                    if let Some(e) = mine.first() {
+                        prop_assert_eq!(e.id, if passwd { uid } else { gid });
+                        if passwd {
+                            prop_assert_eq!(e.gid, Some(gid));
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn parse_id_is_exactly_1_to_65534(v in "[0-9+ -]{0,8}") {
+                let want = (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| v.parse::<u64>().ok())
+                    .flatten()
+                    .filter(|n| (1..=65534).contains(n));
+                prop_assert_eq!(parse_id(&v).ok().map(u64::from), want);
+            }
+        }
+
+        #[test]
+        fn hostile_files() {
+            let big = [&b"hermes:x:10000:10000::/"[..], &vec![b'h'; 1 << 20], b":/bin/sh\n"].concat();
+            assert_eq!(entries(&big, true)[0].id, 10000);
+            assert!(rewrite_fields(&big, "hermes", 7, &[(2, Some(5)), (3, None)]).is_some());
+            assert!(entries(b"hermes:x:-1:0::/:/bin/sh\n", true).is_empty(), "a negative uid is skipped");
+            assert!(entries(b"hermes:x:1:4294967296::/:/bin/sh\n", true).is_empty());
+            assert!(entries(b"\xff\xfe:x:1:1::/:/bin/sh\n", true)[0].name.starts_with('\u{fffd}'));
+            let crlf = entries(b"hermes:x:1:2::/:/bin/sh\r\nhermes:x:3:\r\n", true);
+            assert_eq!((crlf[0].id, crlf[0].gid), (1, Some(2)));
+            assert_eq!(rewrite_fields(b"hermes:x:1:\r\n", "hermes", 4, &[(2, Some(7))]).unwrap(), b"hermes:x:7:\r\n");
+            assert!(parse_id("99999999999999999999999999").is_err());
+        }
+    }
 }

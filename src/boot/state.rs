@@ -157,13 +157,27 @@ pub fn parse_state(bytes: &[u8]) -> Result<Option<String>, String> {
         match obj.get(k) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("{k} is not a string: {other}")),
+            // The value is quoted only when short: a hostile 1 MiB array must not become a
+            // 1 MiB warning line per profile.
+            Some(other) => match other.to_string() {
+                v if v.len() <= 64 => Err(format!("{k} is not a string: {v}")),
+                _ => Err(format!("{k} is not a string (a long {})", json_kind(other))),
+            },
         }
     };
     if let Some(d) = field("desired_state")? {
         return Ok(Some(d));
     }
     Ok(field("gateway_state")?.map(|s| if s == "draining" || s == "degraded" { "running".into() } else { s }))
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+        serde_json::Value::Number(_) => "number",
+        _ => "value",
+    }
 }
 
 /// Read `gateway_state.json` in a profile directory without following a symlink, bounded in
@@ -305,5 +319,104 @@ mod tests {
         let r = seed_state(&home, Some("running"), &[], false, o).unwrap();
         assert!(r.summary.contains("refused"), "{}", r.summary);
         assert_eq!(std::fs::read_to_string(t.path().join("target")).unwrap(), "t");
+    }
+
+    /// Property tests (issue 10) for `gateway_state.json`, which the hermes user writes: here
+    /// rather than in tests/props.rs because `boot::state` is private to the crate.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cfg() -> ProptestConfig {
+            ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        const VOCAB: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"gateway_state\"",
+            "\"desired_state\"",
+            "\"running\"",
+            "\"draining\"",
+            "\"stopped\"",
+            "null",
+            "true",
+            "1e400",
+            "-0",
+            "18446744073709551616",
+            "\"\\ud800\"",
+            "\"\\u0000\"",
+            " ",
+            "\n",
+            "\u{feff}",
+            "\"pid\"",
+            "12",
+        ];
+
+        proptest! {
+            #![proptest_config(cfg())]
+
+            #[test]
+            fn parse_state_is_total(b in prop::collection::vec(any::<u8>(), 0..1024)) {
+                let _ = parse_state(&b);
+            }
+
+            #[test]
+            fn parse_state_survives_json_shaped_garbage(t in prop::collection::vec(prop::sample::select(VOCAB), 0..48)) {
+                let _ = parse_state(t.concat().as_bytes());
+            }
+
+            /// C-BOOT-7's rule for any string values and any extra keys.
+            #[test]
+            fn parse_state_follows_the_table(
+                desired in prop::option::of(".{0,12}"),
+                gateway in prop::option::of(prop_oneof![Just("draining".to_string()), Just("degraded".to_string()), ".{0,12}"]),
+                extra in prop::collection::btree_map("[a-z_]{1,8}", any::<i64>(), 0..4),
+            ) {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in extra {
+                    obj.insert(k, v.into());
+                }
+                if let Some(d) = &desired {
+                    obj.insert("desired_state".into(), d.clone().into());
+                }
+                if let Some(g) = &gateway {
+                    obj.insert("gateway_state".into(), g.clone().into());
+                }
+                let text = serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap();
+                let want = desired.or(gateway.map(|g| if g == "draining" || g == "degraded" { "running".into() } else { g }));
+                prop_assert_eq!(parse_state(&text), Ok(want));
+            }
+        }
+
+        #[test]
+        fn hostile_state_files_are_unknown_quickly() {
+            let deep = |open: &str| open.repeat(500_000).into_bytes();
+            for (what, b) in [
+                ("[ x500k", deep("[")),
+                ("{\"a\": x500k", deep("{\"a\":")),
+                ("NUL", b"\0".to_vec()),
+                ("CRLF", b"{\"gateway_state\":\r\n\"running\"}\r\n".to_vec()),
+                ("number out of range", b"{\"gateway_state\":1e400}".to_vec()),
+                ("1 MiB string value", [&b"{\"desired_state\":\""[..], &vec![b'x'; 1 << 20], b"\"}"].concat()),
+            ] {
+                let t = std::time::Instant::now();
+                let r = parse_state(&b);
+                assert!(t.elapsed() < std::time::Duration::from_secs(5), "{what}: {:?}", t.elapsed());
+                match what {
+                    "CRLF" => assert_eq!(r, Ok(Some("running".into()))),
+                    "1 MiB string value" => assert_eq!(r.map(|s| s.map(|s| s.len())), Ok(Some(1 << 20))),
+                    _ => assert!(r.is_err(), "{what}"),
+                }
+            }
+            // A wrong-typed value is quoted only when short.
+            let big = [&b"{\"gateway_state\":["[..], &b"1,".repeat(100_000), b"1]}"].concat();
+            assert_eq!(parse_state(&big), Err("gateway_state is not a string (a long array)".into()));
+            assert_eq!(parse_state(b"{\"gateway_state\":5}"), Err("gateway_state is not a string: 5".into()));
+        }
     }
 }

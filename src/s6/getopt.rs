@@ -86,4 +86,62 @@ mod tests {
             assert_eq!(uint(bad), None, "{bad}");
         }
     }
+
+    /// Property tests (issue 10): any argv against any option spec. Here rather than in
+    /// tests/props.rs because the `s6::getopt` module is private to the crate.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::os::unix::ffi::OsStringExt;
+
+        fn word() -> impl Strategy<Value = OsString> {
+            prop_oneof![
+                prop::sample::select(&["-", "--", "-a", "-T", "-T5", "-ab", "-:", "-é", "-\u{feff}", "x", ""][..])
+                    .prop_map(OsString::from),
+                prop::collection::vec(any::<u8>(), 0..6).prop_map(|mut v| {
+                    v.insert(0, b'-');
+                    OsString::from_vec(v)
+                }),
+                prop::collection::vec(any::<u8>(), 0..6).prop_map(OsString::from_vec),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn parse_is_total_and_stays_in_bounds(
+                args in prop::collection::vec(word(), 0..8),
+                spec in "[abT:é\u{feff}-]{0,8}",
+            ) {
+                if let Ok(p) = parse(&args, &spec) {
+                    prop_assert!(p.rest <= args.len());
+                    for (c, arg) in &p.opts {
+                        let pos = spec.find(*c);
+                        prop_assert!(*c != ':' && pos.is_some(), "{:?} not in {:?}", c, spec);
+                        let takes = spec[pos.unwrap() + c.len_utf8()..].starts_with(':');
+                        prop_assert_eq!(arg.is_some(), takes);
+                    }
+                }
+            }
+
+            #[test]
+            fn uint_is_exactly_the_decimal_u64s(s in "[0-9+ a-]{0,24}") {
+                let want = (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u64>().ok()).flatten();
+                prop_assert_eq!(uint(&s), want);
+            }
+        }
+
+        #[test]
+        fn hostile_words() {
+            let w = |v: &[&[u8]]| v.iter().map(|b| OsString::from_vec(b.to_vec())).collect::<Vec<_>>();
+            assert!(parse(&w(&[b"-\xff"]), "T:").is_err(), "invalid UTF-8 is no option letter");
+            assert_eq!(parse(&w(&[b"-T\xff"]), "T:").unwrap().opts, vec![('T', Some("\u{fffd}".into()))]);
+            assert!(parse(&w(&[b"-\0"]), "T:").is_err());
+            assert_eq!(parse(&w(&[b"-T", b"\0"]), "T:").unwrap().rest, 2);
+            assert_eq!(uint("18446744073709551616"), None);
+            assert_eq!(uint("18446744073709551615"), Some(u64::MAX));
+            assert_eq!(uint("\u{ff10}"), None, "fullwidth digits are not digits");
+        }
+    }
 }

@@ -637,4 +637,103 @@ mod tests {
         assert!(iso.ends_with(":33.876905781  "), "{iso}");
         assert_eq!(tai_prefix(t), "@400000006b03fbae34448535 ");
     }
+
+    /// Property tests (issue 10) for the script parser: here rather than in tests/props.rs
+    /// because `s6::log` is private to the crate. `compile` touches no file (logdirs are opened
+    /// by `check_logdir`), so any word is safe to try.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::os::unix::ffi::OsStringExt;
+
+        const VOCAB: &[&str] = &[
+            "1",
+            "2",
+            "n10",
+            "n4294967296",
+            "n",
+            "s1000000",
+            "s0",
+            "s99999999999999999999",
+            "S100",
+            "T",
+            "t",
+            "f",
+            "+.*",
+            "-x",
+            "+(",
+            "-",
+            "+",
+            "+[[:alpha:]",
+            "+a{1,3}",
+            "E5",
+            "E18446744073709551615",
+            "^3",
+            "pprefix",
+            "p",
+            "!",
+            "?",
+            "!gzip",
+            "?x",
+            "nten",
+            "/tmp/d",
+            "./d",
+            ".",
+            "=st",
+            "=",
+            "l0",
+            "r5",
+            "x",
+            "",
+            "\u{feff}1",
+            "n-1",
+            "s+5",
+            "T ",
+            "é",
+        ];
+
+        fn word() -> impl Strategy<Value = OsString> {
+            prop_oneof![
+                3 => prop::sample::select(VOCAB).prop_map(OsString::from),
+                1 => prop::collection::vec(any::<u8>(), 0..8).prop_map(OsString::from_vec),
+                1 => (prop::sample::select(&[b'+', b'-', b'n', b's', b'=', b'/'][..]), prop::collection::vec(any::<u8>(), 0..8))
+                    .prop_map(|(c, mut v)| {
+                        v.insert(0, c);
+                        OsString::from_vec(v)
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any script compiles or is a usage error; a compiled one has an action, and its
+            /// logdirs are exactly its `/…` and `.…` words.
+            #[test]
+            fn compile_is_total(words in prop::collection::vec(word(), 0..8)) {
+                if let Ok(s) = compile(&words) {
+                    prop_assert!(!s.actions.is_empty());
+                    let dirs = words.iter().filter(|w| matches!(w.as_encoded_bytes().first(), Some(b'/' | b'.'))).count();
+                    prop_assert_eq!(s.dirs.len(), dirs);
+                }
+            }
+        }
+
+        #[test]
+        fn hostile_scripts_are_usage_errors() {
+            let e = |w: &[&[u8]]| compile(&w.iter().map(|b| OsString::from_vec(b.to_vec())).collect::<Vec<_>>()).err();
+            assert!(e(&[b"+a\0b", b"1"]).is_some(), "NUL in a regex");
+            assert!(e(&[b"+\xff(", b"1"]).is_some());
+            assert!(e(&[b"n\xff", b"1"]).is_some());
+            assert!(e(&[b"s99999999999999999999", b"1"]).is_some());
+            assert!(e(&[b"n4294967296", b"1"]).is_some());
+            assert!(e(&[b"\xef\xbb\xbf1"]).is_some(), "a BOM before an action");
+            assert!(e(&[b"1\r"]).is_some(), "CRLF leftovers are not directives");
+            assert!(e(&[&[b'x'; 1 << 20][..]]).is_some(), "a 1 MiB word");
+            assert!(e(&[b"s0", b"E99999999999999999999", b"1"]).is_some());
+            assert!(e(&[b"1", b"\xff"]).is_some());
+            // Extreme but valid numbers are clamped or taken as they are, never overflow.
+            assert!(e(&[b"s18446744073709551615", b"E18446744073709551615", b"^18446744073709551615", b"2"]).is_none());
+        }
+    }
 }
