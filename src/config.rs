@@ -116,11 +116,13 @@ struct Fields {
 
 impl Fields {
     fn parse(text: &str) -> Result<Fields, String> {
+        // A byte-order mark some editors write is not a second document.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match serde_norway::from_str::<Value>(text) {
             Ok(Value::Mapping(map)) => Ok(Fields { map, errors: Vec::new() }),
             Ok(Value::Null) => Ok(Fields { map: Mapping::new(), errors: Vec::new() }),
             Ok(_) => Err("the top level must be a mapping of keys to values".into()),
-            Err(e) => Err(format!("not valid YAML: {e}")),
+            Err(e) => Err(format!("not valid YAML: {}", clip(&e.to_string()))),
         }
     }
 
@@ -128,7 +130,7 @@ impl Fields {
         if let Some(v) = self.map.remove(key) {
             match serde_norway::from_value(v) {
                 Ok(x) => *slot = x,
-                Err(e) => self.errors.push(format!("{key}: {e}")),
+                Err(e) => self.errors.push(format!("{key}: {}", clip(&e.to_string()))),
             }
         }
     }
@@ -141,7 +143,7 @@ impl Fields {
 
     fn finish(mut self, file: &Path) -> Result<(), Invalid> {
         for k in self.map.keys() {
-            let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+            let name = k.as_str().map(clip).unwrap_or_else(|| clip(&format!("{k:?}")));
             self.errors.push(format!("{name}: unknown key"));
         }
         if self.errors.is_empty() {
@@ -150,6 +152,16 @@ impl Fields {
             self.errors.sort();
             Err(Invalid { file: file.to_path_buf(), errors: self.errors })
         }
+    }
+}
+
+/// An error quotes at most this much of the input: a hostile spec must not become a huge log line.
+const MAX_QUOTE: usize = 200;
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTE) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
