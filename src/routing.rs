@@ -135,7 +135,9 @@ pub fn tini(args: &[String]) -> Tini {
                         match args.get(i) {
                             Some(v) => v.as_str(),
                             None => {
-                                return Tini::Usage(format!("tini: option requires an argument -- '{c}'\n{TINI_USAGE}"));
+                                return Tini::Usage(format!(
+                                    "tini: option requires an argument -- '{c}'\n{TINI_USAGE}"
+                                ));
                             }
                         }
                     } else {

@@ -46,16 +46,25 @@
 //! `fatal: stopping the container: <reason>` and exits with its code. A failed boot writes no
 //! readiness line.
 
+mod apikey;
+mod atomic;
+mod auth;
 mod bootlog;
+mod groups;
 mod hooks;
+mod migrate;
+mod pyrun;
 mod reconcile;
 mod remap;
 mod rundir;
 mod seed;
+mod skills;
+mod stamp;
 mod state;
 mod sweep;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod volume;
 
 pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
 pub use reconcile::{Action, Slot};
@@ -112,9 +121,17 @@ impl Default for Paths {
 pub enum Step {
     Env,
     Remap,
+    Groups,
     ScanDir,
+    Volume,
     Sweep,
     Seed,
+    Stamp,
+    ApiKey,
+    Auth,
+    Migrate,
+    Skills,
+    Modes,
     State,
     Reconcile,
     Dashboard,
@@ -123,12 +140,20 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 18] = [
         Step::Env,
         Step::Remap,
+        Step::Groups,
         Step::ScanDir,
+        Step::Volume,
         Step::Sweep,
         Step::Seed,
+        Step::Stamp,
+        Step::ApiKey,
+        Step::Auth,
+        Step::Migrate,
+        Step::Skills,
+        Step::Modes,
         Step::State,
         Step::Reconcile,
         Step::Dashboard,
@@ -140,9 +165,17 @@ impl Step {
         match self {
             Step::Env => "env",
             Step::Remap => "remap",
+            Step::Groups => "groups",
             Step::ScanDir => "scandir",
+            Step::Volume => "volume",
             Step::Sweep => "sweep",
             Step::Seed => "seed",
+            Step::Stamp => "stamp",
+            Step::ApiKey => "apikey",
+            Step::Auth => "auth",
+            Step::Migrate => "migrate",
+            Step::Skills => "skills",
+            Step::Modes => "modes",
             Step::State => "state",
             Step::Reconcile => "reconcile",
             Step::Dashboard => "dashboard",
@@ -216,9 +249,17 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         let r = match step {
             Step::Env => b.step_env(),
             Step::Remap => b.step_remap(),
+            Step::Groups => b.step_groups(),
             Step::ScanDir => b.step_scandir(),
+            Step::Volume => volume::check(b.home()).map_err(StepErr::new),
             Step::Sweep => b.step_sweep(),
             Step::Seed => b.step_seed(),
+            Step::Stamp => stamp::remove_stale(b.home()),
+            Step::ApiKey => apikey::ensure(b.home(), b.owner()),
+            Step::Auth => b.step_auth(),
+            Step::Migrate => b.step_migrate(),
+            Step::Skills => b.step_skills(),
+            Step::Modes => seed::fix_modes(b.home(), b.owner()),
             Step::State => b.step_state(),
             Step::Reconcile => b.step_reconcile(),
             Step::Dashboard => b.step_dashboard(),
@@ -246,6 +287,15 @@ impl Env {
     }
     pub fn vars(&self) -> &[(OsString, OsString)] {
         &self.0
+    }
+    /// A variable's raw bytes (the first).
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_bytes())
+    }
+    /// The environment without the credential variables (for the snapshot and boot's children).
+    pub fn public_vars(&self) -> Vec<(OsString, OsString)> {
+        self.0.iter().filter(|(k, _)| !auth::SECRET_VARS.iter().any(|s| k == s)).cloned().collect()
     }
 }
 
@@ -323,7 +373,9 @@ impl Boot<'_> {
         let gid = self.root.then_some(self.hermes.gid);
         let dir = &self.config.env_dir;
         let mut parts = Vec::new();
-        match soft(format_args!("env snapshot in {}", dir.display()), rundir::write(dir, self.env.vars(), gid))? {
+        // The auth.json seeds stay out of the snapshot (C-BOOT-1 keeps everything else).
+        let vars = self.env.public_vars();
+        match soft(format_args!("env snapshot in {}", dir.display()), rundir::write(dir, &vars, gid))? {
             Some(r) => {
                 self.env_written = true;
                 for name in &r.skipped {
@@ -367,6 +419,136 @@ impl Boot<'_> {
         Ok(match (done.uid, done.gid) {
             (None, None) => format!("hermes already is {}:{}; nothing changed", self.hermes.uid, self.hermes.gid),
             _ => format!("hermes is now {}:{}", self.hermes.uid, self.hermes.gid),
+        })
+    }
+
+    fn step_groups(&mut self) -> StepResult {
+        let devices = groups::wanted(&groups::DOCKER_SOCKETS, Path::new(groups::DRI_DIR));
+        if devices.is_empty() {
+            return Ok("no docker socket or /dev/dri node".into());
+        }
+        let shown: Vec<String> = devices.iter().map(|(g, _, p)| format!("{} (gid {g})", p.display())).collect();
+        if !self.root {
+            return Ok(format!("skipped: not root; devices {}", shown.join(", ")));
+        }
+        let want: Vec<(u32, &str)> = devices.iter().map(|(g, n, _)| (*g, *n)).collect();
+        let path = &self.paths.group;
+        let text = std::fs::read(path).map_err(|e| StepErr::new(format!("cannot read {}: {e}", path.display())))?;
+        let (new, said) = groups::join(&text, &self.hermes.name, self.hermes.gid, &want);
+        let Some(new) = new else {
+            return Ok(format!("{} already in the groups of {}", self.hermes.name, shown.join(", ")));
+        };
+        if soft(format_args!("rewriting {}", path.display()), remap::write_atomic(path, &new))?.is_none() {
+            return Ok("groups not changed".into());
+        }
+        for line in &said {
+            info!("boot: groups: {line}");
+        }
+        Ok(format!("joined {} groups for {}", said.len(), shown.join(", ")))
+    }
+
+    /// The environment of boot's own Python children: the snapshot (or boot's environment
+    /// without the credentials), `HOME` and `HERMES_HOME` the data volume.
+    fn child_env(&self) -> Vec<(OsString, OsString)> {
+        let mut vars = match self.env_written.then(|| crate::envdir::read(&self.config.env_dir)) {
+            Some(Ok(v)) => v,
+            _ => self.env.public_vars(),
+        };
+        vars.retain(|(k, _)| k != "HOME" && k != "HERMES_HOME" && !auth::SECRET_VARS.iter().any(|s| k == s));
+        vars.push(("HOME".into(), self.home().into()));
+        vars.push(("HERMES_HOME".into(), self.home().into()));
+        vars
+    }
+
+    /// Run hermes-agent's Python as hermes; `Ok(None)` when the image has no Python.
+    fn hermes_python(
+        &self,
+        args: &[&str],
+        timeout_secs: u64,
+        mut line: impl FnMut(&str),
+    ) -> Result<Option<pyrun::Ended>, StepErr> {
+        if !Path::new(pyrun::PYTHON).exists() {
+            return Ok(None);
+        }
+        let identity = match self.root.then(|| crate::creds::Identity::resolve(&self.hermes.name)) {
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                warn!("boot: cannot resolve {}: {e}; not running Python", self.hermes.name);
+                return Ok(None);
+            }
+            None => None,
+        };
+        let mut argv = vec![pyrun::PYTHON.to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let run = pyrun::Run {
+            argv,
+            env: self.child_env(),
+            cwd: self.home(),
+            identity,
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        };
+        pyrun::run(&run, &mut line).map(Some)
+    }
+
+    fn step_auth(&mut self) -> StepResult {
+        let (b, rb) = (self.env.get_bytes(auth::BOOTSTRAP), self.env.get_bytes(auth::REBOOTSTRAP));
+        auth::run(self.home(), b, rb, self.owner())
+    }
+
+    fn step_migrate(&mut self) -> StepResult {
+        if crate::routing::truthy(self.env.get("HERMES_SKIP_CONFIG_MIGRATION")) {
+            return Ok("skipped (HERMES_SKIP_CONFIG_MIGRATION)".into());
+        }
+        match std::fs::symlink_metadata(self.home().join("config.yaml")) {
+            Ok(m) if m.file_type().is_symlink() => {
+                warn!("boot: migrate: refusing to migrate symlink {}", self.home().join("config.yaml").display());
+                return Ok("refused a symlinked config.yaml".into());
+            }
+            Ok(m) if m.is_file() => {}
+            _ => return Ok("no config.yaml".into()),
+        }
+        let mut last = String::new();
+        let ended = self.hermes_python(&["-c", migrate::CODE], migrate::TIMEOUT_SECS, |l| {
+            if !l.is_empty() {
+                info!("{} {l}", migrate::PREFIX);
+                last = l.to_string();
+            }
+        })?;
+        Ok(match ended {
+            None => format!("skipped: no {}", pyrun::PYTHON),
+            Some(pyrun::Ended::Code(0)) => format!("done: {last}"),
+            Some(e) => {
+                warn!("{} config migration failed ({e:?}); continuing with the config as it is", migrate::PREFIX);
+                format!("failed ({e:?}), continuing")
+            }
+        })
+    }
+
+    fn step_skills(&mut self) -> StepResult {
+        let mut summary = String::new();
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let ended = self.hermes_python(&skills::ARGS, skills::TIMEOUT_SECS, |l| {
+            if skills::is_summary(l) {
+                info!("{} {}", skills::PREFIX, l.trim());
+                summary = l.trim().to_string();
+            } else if !l.trim().is_empty() {
+                tracing::debug!("{} {l}", skills::PREFIX);
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(l.to_string());
+            }
+        })?;
+        Ok(match ended {
+            None => format!("skipped: no {}", pyrun::PYTHON),
+            Some(pyrun::Ended::Code(0)) => summary,
+            Some(e) => {
+                for l in &tail {
+                    warn!("{} {l}", skills::PREFIX);
+                }
+                warn!("{} bundled skills sync failed ({e:?}); continuing", skills::PREFIX);
+                format!("failed ({e:?}), continuing")
+            }
         })
     }
 
