@@ -10,9 +10,17 @@
 //! |---|---|---|
 //! | `env` | C-BOOT-1, C-S6-1 | container environment → `/run/s6/container_environment/` (one file per variable, value verbatim, no trailing newline; dir `root:hermes 0750`, files `0640`); `/run/s6/basedir/` made a directory |
 //! | `remap` | C-BOOT-2 | `HERMES_UID`/`HERMES_GID` (else `PUID`/`PGID`) written into the hermes lines of `/etc/passwd` and `/etc/group` (atomic rewrite, everything else byte-for-byte) |
+//! | `groups` | | hermes joins the group of the Docker socket and of each `/dev/dri/*` node (reusing the group that has the gid, else creating `hostdocker`/`hostdri`; never gid 0) |
 //! | `scandir` | C-SVC-7 | the scan directory (`/run/service`) emptied (it is runtime state; `/run` survives `docker restart`), `hermes 0755` |
+//! | `volume` | | a read-only `HERMES_HOME` is fatal, naming the mount |
 //! | `sweep` | C-BOOT-3 | ownership of `HERMES_HOME`, its hermes subtrees and top-level state files healed to hermes; symlinks never followed (a listed path that is a symlink gets a `refusing` line and is left alone), other mounts never entered nor changed, only wrong entries changed |
 //! | `seed` | C-BOOT-4 | the hermes directories created hermes-owned; files of `/opt/hermes/defaults/` copied in when missing, never overwriting |
+//! | `stamp` | | a stale `.install_method` (`docker`) removed |
+//! | `apikey` | | a fresh `API_SERVER_KEY` in `.env` when it has none (never logged) |
+//! | `auth` | | `auth.json` from `HERMES_AUTH_JSON_BOOTSTRAP` when missing; `HERMES_AUTH_JSON_REBOOTSTRAP` re-seeds a dead Nous session |
+//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it) |
+//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes |
+//! | `modes` | | `.env` hermes 0600, `config.yaml` hermes 0640 |
 //! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
 //! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
 //! | `dashboard` | C-SVC-1 | the `dashboard` slot, up only when `HERMES_DASHBOARD` is truthy |
@@ -38,6 +46,8 @@
 //! - `HERMES_DASHBOARD` (C-TRUE), `HERMES_DASHBOARD_HOST` (default `127.0.0.1`),
 //!   `HERMES_DASHBOARD_PORT` (default `9119`) — the dashboard slot.
 //! - `HERMES_HOME` (through the config) — the data volume.
+//! - `HERMES_AUTH_JSON_BOOTSTRAP`, `HERMES_AUTH_JSON_REBOOTSTRAP` — `auth.json` seeds (kept out
+//!   of the env snapshot); `HERMES_SKIP_CONFIG_MIGRATION` (C-TRUE) — skip `migrate`.
 //!
 //! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
 //! setting (`EPERM`, `EACCES`, `EROFS`, `EOPNOTSUPP`, and `EINVAL` from a chown to an unmapped
