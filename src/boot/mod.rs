@@ -535,6 +535,11 @@ impl Boot<'_> {
     }
 
     fn step_skills(&mut self) -> StepResult {
+        let venv = Path::new(pyrun::PYTHON).parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv) else {
+            return Ok("skipped: this hermes-agent ships no bundled skills directory".into());
+        };
+        info!("boot: skills: syncing bundled skills from {}", dir.display());
         let mut summary = String::new();
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let ended = self.hermes_python(&skills::ARGS, skills::TIMEOUT_SECS, |l| {
