@@ -116,14 +116,13 @@ RUN set -eu; \
     for tool in s6-svc s6-svstat s6-svscanctl s6-svwait s6-setuidgid s6-log with-contenv; do \
         ln -s /usr/local/bin/hermesinit "/command/$tool"; \
     done; \
-    dpkg -L execline | grep -E '^/usr/(s?bin|lib/execline/bin)/[^/]+$' | while read -r prog; do \
-        [ -x "$prog" ] && [ ! -e "/command/${prog##*/}" ] && ln -s "$prog" "/command/${prog##*/}"; \
+    for prog in $(dpkg -L execline); do \
+        case "$prog" in /usr/bin/*|/usr/lib/execline/bin/*) ;; *) continue ;; esac; \
+        if [ -f "$prog" ] && [ -x "$prog" ] && [ ! -e "/command/${prog##*/}" ]; then \
+            ln -s "$prog" "/command/${prog##*/}"; \
+        fi; \
     done; \
-    test -x /command/execlineb; \
-    printf '%s\n' \
-        '# Hermes Agent: the venv (and the privilege-drop shim) first on PATH in login shells.' \
-        'PATH="/opt/hermes/bin:/opt/hermes/.venv/bin:$PATH"' \
-        'export PATH' > /etc/profile.d/hermes-venv.sh
+    test -x /command/execlineb
 
 ENV HERMES_HOME=/opt/data \
     HERMES_WRITE_SAFE_ROOT=/opt/data \
@@ -136,6 +135,7 @@ ENTRYPOINT ["/init"]
 CMD []
 
 COPY docker/config.yaml /etc/hermesinit/config.yaml
+COPY docker/profile-hermes.sh /etc/profile.d/hermes-venv.sh
 
 ARG HERMES_VERSION=0.19.0
 LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
