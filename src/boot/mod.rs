@@ -218,7 +218,17 @@ pub struct Outcome {
 
 /// Run every boot step in order. Ok means services and the main program may start.
 pub fn run(ctx: &Context) -> Result<(), Fatal> {
-    run_with(ctx, &Paths::default(), std::env::vars_os().collect()).map(drop)
+    let r = run_with(ctx, &Paths::default(), std::env::vars_os().collect()).map(drop);
+    // The auth.json seeds have been used: the main program and the services (an agent whose
+    // tools can print their environment) never inherit them.
+    for name in auth::SECRET_VARS {
+        if std::env::var_os(name).is_some() {
+            // SAFETY: boot runs before init starts any thread that reads the environment (the
+            // sweep's workers have been joined), so nothing reads it concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+    r
 }
 
 /// [`run`] with explicit paths and environment.

@@ -137,6 +137,8 @@ def test_auth_json_bootstrap_is_written_once_and_never_shown(fleet: Fleet) -> No
     assert secret not in c.logs()
     assert c.sh("grep -rl tok- /run/s6/container_environment", user="root").stdout == ""
     assert not c.exists("/run/s6/container_environment/HERMES_AUTH_JSON_BOOTSTRAP")
+    main = c.find(r"^(\S*/)?sleep infinity$")[0].pid
+    assert "HERMES_AUTH_JSON_BOOTSTRAP" not in c.environ(main), "nor in what the main program inherits"
     c.sh_ok(f"echo '{{\"rotated\": 1}}' > {HERMES_HOME}/auth.json")
     c.restart()
     assert c.read(f"{HERMES_HOME}/auth.json", user="hermes") == '{"rotated": 1}\n', "never overwritten"
@@ -189,6 +191,18 @@ def test_an_existing_group_is_reused_and_gid_0_never_joined(fleet: Fleet, tmp_pa
     os.chown(sock, 0, 0)
     r = fleet.run("sleep", "infinity", opts=["-v", f"{sock}:/run/docker.sock"])
     assert "0" not in r.ok("id", "-G").split()
+
+
+def test_dri_nodes_groups_are_joined(fleet: Fleet, tmp_path: Path) -> None:
+    dri = tmp_path / "dri"
+    dri.mkdir()
+    dri.chmod(0o755)
+    node = dri / "renderD128"
+    os.mknod(node, 0o660 | 0o020000, os.makedev(1, 3))  # a character device, like /dev/null
+    os.chown(node, 0, 2376)
+    c = fleet.run("sleep", "infinity", opts=["-v", f"{dri}:/dev/dri"])
+    assert c.ok("getent", "group", "2376").strip() == "hostdri:x:2376:hermes"
+    assert "2376" in c.ok("id", "-G").split()
 
 
 # ------------------------------------------------------------------ read-only volume
