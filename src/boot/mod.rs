@@ -47,7 +47,8 @@
 //!   `HERMES_DASHBOARD_PORT` (default `9119`) — the dashboard slot.
 //! - `HERMES_HOME` (through the config) — the data volume.
 //! - `HERMES_AUTH_JSON_BOOTSTRAP`, `HERMES_AUTH_JSON_REBOOTSTRAP` — `auth.json` seeds (kept out
-//!   of the env snapshot); `HERMES_SKIP_CONFIG_MIGRATION` (C-TRUE) — skip `migrate`.
+//!   of the env snapshot); `HERMES_SKIP_CONFIG_MIGRATION` (C-TRUE) — skip `migrate`;
+//!   `HERMES_BUNDLED_SKILLS` — where `skills` finds the bundled skills (as Hermes reads it).
 //!
 //! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
 //! setting (`EPERM`, `EACCES`, `EROFS`, `EOPNOTSUPP`, and `EINVAL` from a chown to an unmapped
