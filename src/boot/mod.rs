@@ -703,3 +703,32 @@ impl Boot<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_seeds_are_kept_out_of_the_snapshot_and_children() {
+        let env = Env(vec![
+            ("HERMES_AUTH_JSON_BOOTSTRAP".into(), "{\"secret\":1}".into()),
+            ("HERMES_AUTH_JSON_REBOOTSTRAP".into(), "1".into()),
+            ("EMPTY".into(), "".into()),
+            ("HERMES_HOME".into(), "/opt/data".into()),
+        ]);
+        let names: Vec<_> = env.public_vars().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["EMPTY", "HERMES_HOME"]);
+        assert_eq!(env.get_bytes("HERMES_AUTH_JSON_BOOTSTRAP"), Some(&b"{\"secret\":1}"[..]));
+    }
+
+    #[test]
+    fn every_step_has_a_unique_name_in_order() {
+        let names: Vec<_> = Step::ALL.iter().map(|s| s.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert_eq!(parse_skip("migrate, skills").0, [Step::Migrate, Step::Skills]);
+        assert!(Step::ALL.windows(2).all(|w| w[0] < w[1]));
+    }
+}
