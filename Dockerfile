@@ -87,8 +87,10 @@ RUN set -eu; \
 FROM debian:trixie-slim
 
 # python3: the venv's interpreter. procps: ps/pgrep for operators.
+# execline: `#!/command/execlineb -P` run scripts and cont-init hooks written
+# for s6-overlay (its programs are linked into /command below, as there).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates procps python3 \
+    && apt-get install -y --no-install-recommends ca-certificates execline procps python3 \
     && rm -rf /var/lib/apt/lists/*
 
 # The runtime user. The image stays USER root: hermesinit boots as root and
@@ -113,9 +115,17 @@ RUN set -eu; \
     ln -s /usr/local/bin/hermesinit /opt/hermes/bin/hermes; \
     for tool in s6-svc s6-svstat s6-svscanctl s6-svwait s6-setuidgid s6-log with-contenv; do \
         ln -s /usr/local/bin/hermesinit "/command/$tool"; \
-    done
+    done; \
+    for prog in $(dpkg -L execline); do \
+        case "$prog" in /usr/bin/*|/usr/lib/execline/bin/*) ;; *) continue ;; esac; \
+        if [ -f "$prog" ] && [ -x "$prog" ] && [ ! -e "/command/${prog##*/}" ]; then \
+            ln -s "$prog" "/command/${prog##*/}"; \
+        fi; \
+    done; \
+    test -x /command/execlineb
 
 ENV HERMES_HOME=/opt/data \
+    HERMES_WRITE_SAFE_ROOT=/opt/data \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HERMES_DISABLE_LAZY_INSTALLS=1 \
@@ -125,6 +135,7 @@ ENTRYPOINT ["/init"]
 CMD []
 
 COPY docker/config.yaml /etc/hermesinit/config.yaml
+COPY docker/profile-hermes.sh /etc/profile.d/hermes-venv.sh
 
 ARG HERMES_VERSION=0.19.0
 LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
@@ -132,6 +143,9 @@ LABEL org.opencontainers.image.title="hermes-agent (hermesinit)" \
       org.opencontainers.image.version="${HERMES_VERSION}"
 COPY --from=venv /opt/hermes /opt/hermes
 COPY --from=hermesinit /out/hermesinit /usr/local/bin/hermesinit
+# Legacy entry point (`--entrypoint /usr/bin/tini`): a real file, not a link
+# to /init; hermesinit's "tini" role drops tini's options and then is /init.
+RUN ln -f /usr/local/bin/hermesinit /usr/bin/tini
 
 # Last: the legacy builder gives every step after a VOLUME an anonymous
 # volume that it never removes.

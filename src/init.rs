@@ -131,8 +131,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
     if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
         eprintln!(
-            "hermesinit: refusing to start as uid {uid}: run the container as root (the default) or as {0} \
-             (--user {1}:{2}); to match host file ownership set HERMES_UID/HERMES_GID (or PUID/PGID) instead of --user",
+            "hermesinit: refusing to start as uid {uid}: an arbitrary --user is not supported; run the container \
+             as root (the default) or as {0} (--user {1}:{2}); to match host file ownership set HERMES_UID/HERMES_GID \
+             (or PUID/PGID) instead of --user",
             cfg.user,
             hermes.as_ref().map_or(10000, |h| h.uid),
             hermes.as_ref().map_or(10000, |h| h.gid),

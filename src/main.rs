@@ -1,7 +1,7 @@
 //! Busybox-style dispatch: the role comes from argv[0], or from the first argument when the
 //! binary is called as `hermesinit`.
 
-use hermesinit::{init, logs, s6, shim, svc};
+use hermesinit::{init, logs, routing, s6, shim, svc};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -11,6 +11,8 @@ usage: hermesinit <role> [args…]   (or call it through a link named after the 
 
 roles:
   init [CMD…]        PID 1: boot, supervise services, run CMD, stop cleanly (the image's /init)
+  tini [OPTS] [--] [CMD…]
+                     legacy /usr/bin/tini: drops tini's options and /opt/hermes/docker/entrypoint.sh, then init
   shim [ARGS…]       the `hermes` privilege-drop exec (linked as /opt/hermes/bin/hermes)
   svc <command>      operator CLI: up, down, restart, status, wait, list (see `hermesinit svc --help`)
   s6-svc, s6-svstat, s6-svscanctl, s6-svwait, s6-setuidgid, s6-log, with-contenv
@@ -43,6 +45,21 @@ fn main() {
     }
     let code = match name.as_str() {
         "init" => init::main(args),
+        "tini" => {
+            let lossy: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            match routing::tini(&lossy) {
+                // What is left is always a suffix of the arguments: hand over the originals.
+                routing::Tini::Init(rest) => init::main(args.split_off(args.len() - rest.len())),
+                routing::Tini::Print(text) => {
+                    print!("{text}");
+                    0
+                }
+                routing::Tini::Usage(text) => {
+                    eprint!("{text}");
+                    1
+                }
+            }
+        }
         "hermes" | "shim" => shim::main(args),
         "svc" => {
             logs::init_tracing();

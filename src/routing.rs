@@ -77,6 +77,89 @@ pub fn path_with_command(path_var: Option<&OsStr>) -> String {
     }
 }
 
+/// The legacy first argument of images that ran `tini -- /opt/hermes/docker/entrypoint.sh CMD…`.
+pub const LEGACY_ENTRYPOINT: &str = "/opt/hermes/docker/entrypoint.sh";
+
+/// What `/usr/bin/tini …` does: run `/init` with what is left, or print and exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tini {
+    /// Behave exactly like `/init` with these arguments.
+    Init(Vec<String>),
+    /// Print this to stdout (`--version`, `-h`, `-l`) and exit 0.
+    Print(String),
+    /// Refuse (unknown option, missing argument) with this message on stderr and exit 1, as tini.
+    Usage(String),
+}
+
+const TINI_USAGE: &str = "tini (hermesinit compat) - tini's options are accepted and ignored; hermesinit is the init\n\
+Usage: tini [OPTIONS] PROGRAM -- [ARGS] | --version\n\
+Options: --version -h -s -p SIGNAL -v -w -g -l -e EXIT_CODE\n";
+
+/// Tini compatibility (legacy `--entrypoint /usr/bin/tini`): tini's own options are parsed as
+/// its getopt string `+hvwgsle:p:` does (clustered flags, attached or separate arguments,
+/// stop at the first non-option, `--` ends them) and dropped — hermesinit already reaps,
+/// forwards signals to the group and subreaps. Then a legacy first argument
+/// [`LEGACY_ENTRYPOINT`] is dropped, and the rest goes to `/init`.
+pub fn tini(args: &[String]) -> Tini {
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if a == "--version" {
+            return Tini::Print(format!("tini version 0.19.0 (hermesinit {} compat)\n", env!("CARGO_PKG_VERSION")));
+        }
+        if !a.starts_with('-') || a == "-" {
+            break;
+        }
+        if a.starts_with("--") {
+            return Tini::Usage(format!("tini: unrecognized option '{a}'\n{TINI_USAGE}"));
+        }
+        let flags = &a[1..];
+        for (pos, c) in flags.char_indices() {
+            match c {
+                'h' => return Tini::Print(TINI_USAGE.to_string()),
+                'l' => {
+                    return Tini::Print(
+                        "tini compat of hermesinit; tini itself is MIT licensed (Copyright (c) 2015 Thomas Orozco)\n"
+                            .into(),
+                    );
+                }
+                's' | 'v' | 'w' | 'g' => {}
+                'e' | 'p' => {
+                    let attached = &flags[pos + c.len_utf8()..];
+                    let value = if attached.is_empty() {
+                        i += 1;
+                        match args.get(i) {
+                            Some(v) => v.as_str(),
+                            None => {
+                                return Tini::Usage(format!(
+                                    "tini: option requires an argument -- '{c}'\n{TINI_USAGE}"
+                                ));
+                            }
+                        }
+                    } else {
+                        attached
+                    };
+                    if c == 'e' && !value.parse::<u32>().is_ok_and(|n| n <= 255) {
+                        return Tini::Usage(format!("tini: not a valid exit code: '{value}'\n{TINI_USAGE}"));
+                    }
+                    break;
+                }
+                other => return Tini::Usage(format!("tini: invalid option -- '{other}'\n{TINI_USAGE}")),
+            }
+        }
+        i += 1;
+    }
+    let mut rest = &args[i..];
+    if rest.first().is_some_and(|a| a == LEGACY_ENTRYPOINT) {
+        rest = &rest[1..];
+    }
+    Tini::Init(rest.to_vec())
+}
+
 /// Map a wait status to the container's exit code (C-INIT-2).
 pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<i32> {
     use nix::sys::wait::WaitStatus::*;
@@ -127,6 +210,32 @@ mod tests {
         ];
         for (args, want) in cases {
             assert_eq!(route_main(&s(args), path), s(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn tini_options_are_dropped_and_the_legacy_entrypoint_too() {
+        let ep = LEGACY_ENTRYPOINT;
+        let cases: &[(&[&str], &[&str])] = &[
+            (&[], &[]),
+            (&["-g", "--", ep, "chat", "--help"], &["chat", "--help"]),
+            (&["--", ep, "sleep", "1"], &["sleep", "1"]),
+            (&["-s", "-g", "-w", "-vvv", "-p", "SIGKILL", "-e", "143", "--", "sleep", "1"], &["sleep", "1"]),
+            (&["-gs", "-pSIGTERM", "-e143", "-e", "0", ep], &[]),
+            (&["-g", "sleep", "-g"], &["sleep", "-g"]), // stops at the first non-option
+            (&["--", "--version"], &["--version"]),     // after `--`: the program's
+            (&["--", "-p", "coder"], &["-p", "coder"]),
+            (&[ep], &[]),
+            (&["--", ep, ep], &[ep]), // only the first one is the legacy wrapper
+        ];
+        for (args, want) in cases {
+            assert_eq!(tini(&s(args)), Tini::Init(s(want)), "{args:?}");
+        }
+        assert!(matches!(tini(&s(&["--version"])), Tini::Print(v) if v.starts_with("tini version")));
+        assert!(matches!(tini(&s(&["-g", "-h"])), Tini::Print(v) if v.contains("Usage: tini")));
+        assert!(matches!(tini(&s(&["-l"])), Tini::Print(_)));
+        for bad in [&["-x"][..], &["-p"], &["-e", "256"], &["-e", "x"], &["--bogus"], &["-gx", "sleep"]] {
+            assert!(matches!(tini(&s(bad)), Tini::Usage(_)), "{bad:?}");
         }
     }
 

@@ -10,9 +10,17 @@
 //! |---|---|---|
 //! | `env` | C-BOOT-1, C-S6-1 | container environment → `/run/s6/container_environment/` (one file per variable, value verbatim, no trailing newline; dir `root:hermes 0750`, files `0640`); `/run/s6/basedir/` made a directory |
 //! | `remap` | C-BOOT-2 | `HERMES_UID`/`HERMES_GID` (else `PUID`/`PGID`) written into the hermes lines of `/etc/passwd` and `/etc/group` (atomic rewrite, everything else byte-for-byte) |
+//! | `groups` | | hermes joins the group of the Docker socket and of each `/dev/dri/*` node (reusing the group that has the gid, else creating `hostdocker`/`hostdri`; never gid 0) |
 //! | `scandir` | C-SVC-7 | the scan directory (`/run/service`) emptied (it is runtime state; `/run` survives `docker restart`), `hermes 0755` |
+//! | `volume` | | a read-only `HERMES_HOME` is fatal, naming the mount |
 //! | `sweep` | C-BOOT-3 | ownership of `HERMES_HOME`, its hermes subtrees and top-level state files healed to hermes; symlinks never followed (a listed path that is a symlink gets a `refusing` line and is left alone), other mounts never entered nor changed, only wrong entries changed |
 //! | `seed` | C-BOOT-4 | the hermes directories created hermes-owned; files of `/opt/hermes/defaults/` copied in when missing, never overwriting |
+//! | `stamp` | | a stale `.install_method` (`docker`) removed |
+//! | `apikey` | | a fresh `API_SERVER_KEY` in `.env` when it has none (never logged) |
+//! | `auth` | | `auth.json` from `HERMES_AUTH_JSON_BOOTSTRAP` when missing; `HERMES_AUTH_JSON_REBOOTSTRAP` re-seeds a dead Nous session |
+//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it) |
+//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes |
+//! | `modes` | | `.env` hermes 0600, `config.yaml` hermes 0640 |
 //! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
 //! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
 //! | `dashboard` | C-SVC-1 | the `dashboard` slot, up only when `HERMES_DASHBOARD` is truthy |
@@ -38,6 +46,9 @@
 //! - `HERMES_DASHBOARD` (C-TRUE), `HERMES_DASHBOARD_HOST` (default `127.0.0.1`),
 //!   `HERMES_DASHBOARD_PORT` (default `9119`) — the dashboard slot.
 //! - `HERMES_HOME` (through the config) — the data volume.
+//! - `HERMES_AUTH_JSON_BOOTSTRAP`, `HERMES_AUTH_JSON_REBOOTSTRAP` — `auth.json` seeds (kept out
+//!   of the env snapshot); `HERMES_SKIP_CONFIG_MIGRATION` (C-TRUE) — skip `migrate`;
+//!   `HERMES_BUNDLED_SKILLS` — where `skills` finds the bundled skills (as Hermes reads it).
 //!
 //! Failure policy (C-BOOT-6): a built-in step that cannot work in a rootless or read-only
 //! setting (`EPERM`, `EACCES`, `EROFS`, `EOPNOTSUPP`, and `EINVAL` from a chown to an unmapped
@@ -46,16 +57,25 @@
 //! `fatal: stopping the container: <reason>` and exits with its code. A failed boot writes no
 //! readiness line.
 
+mod apikey;
+mod atomic;
+mod auth;
 mod bootlog;
+mod groups;
 mod hooks;
+mod migrate;
+mod pyrun;
 mod reconcile;
 mod remap;
 mod rundir;
 mod seed;
+mod skills;
+mod stamp;
 mod state;
 mod sweep;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod volume;
 
 pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
 pub use reconcile::{Action, Slot};
@@ -112,9 +132,17 @@ impl Default for Paths {
 pub enum Step {
     Env,
     Remap,
+    Groups,
     ScanDir,
+    Volume,
     Sweep,
     Seed,
+    Stamp,
+    ApiKey,
+    Auth,
+    Migrate,
+    Skills,
+    Modes,
     State,
     Reconcile,
     Dashboard,
@@ -123,12 +151,20 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 18] = [
         Step::Env,
         Step::Remap,
+        Step::Groups,
         Step::ScanDir,
+        Step::Volume,
         Step::Sweep,
         Step::Seed,
+        Step::Stamp,
+        Step::ApiKey,
+        Step::Auth,
+        Step::Migrate,
+        Step::Skills,
+        Step::Modes,
         Step::State,
         Step::Reconcile,
         Step::Dashboard,
@@ -140,9 +176,17 @@ impl Step {
         match self {
             Step::Env => "env",
             Step::Remap => "remap",
+            Step::Groups => "groups",
             Step::ScanDir => "scandir",
+            Step::Volume => "volume",
             Step::Sweep => "sweep",
             Step::Seed => "seed",
+            Step::Stamp => "stamp",
+            Step::ApiKey => "apikey",
+            Step::Auth => "auth",
+            Step::Migrate => "migrate",
+            Step::Skills => "skills",
+            Step::Modes => "modes",
             Step::State => "state",
             Step::Reconcile => "reconcile",
             Step::Dashboard => "dashboard",
@@ -175,7 +219,17 @@ pub struct Outcome {
 
 /// Run every boot step in order. Ok means services and the main program may start.
 pub fn run(ctx: &Context) -> Result<(), Fatal> {
-    run_with(ctx, &Paths::default(), std::env::vars_os().collect()).map(drop)
+    let r = run_with(ctx, &Paths::default(), std::env::vars_os().collect()).map(drop);
+    // The auth.json seeds have been used: the main program and the services (an agent whose
+    // tools can print their environment) never inherit them.
+    for name in auth::SECRET_VARS {
+        if std::env::var_os(name).is_some() {
+            // SAFETY: boot runs before init starts any thread that reads the environment (the
+            // sweep's workers have been joined), so nothing reads it concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+    r
 }
 
 /// [`run`] with explicit paths and environment.
@@ -216,9 +270,17 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         let r = match step {
             Step::Env => b.step_env(),
             Step::Remap => b.step_remap(),
+            Step::Groups => b.step_groups(),
             Step::ScanDir => b.step_scandir(),
+            Step::Volume => volume::check(b.home()).map_err(StepErr::new),
             Step::Sweep => b.step_sweep(),
             Step::Seed => b.step_seed(),
+            Step::Stamp => stamp::remove_stale(b.home()),
+            Step::ApiKey => apikey::ensure(b.home(), b.owner()),
+            Step::Auth => b.step_auth(),
+            Step::Migrate => b.step_migrate(),
+            Step::Skills => b.step_skills(),
+            Step::Modes => seed::fix_modes(b.home(), b.owner()),
             Step::State => b.step_state(),
             Step::Reconcile => b.step_reconcile(),
             Step::Dashboard => b.step_dashboard(),
@@ -246,6 +308,15 @@ impl Env {
     }
     pub fn vars(&self) -> &[(OsString, OsString)] {
         &self.0
+    }
+    /// A variable's raw bytes (the first).
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_bytes())
+    }
+    /// The environment without the credential variables (for the snapshot and boot's children).
+    pub fn public_vars(&self) -> Vec<(OsString, OsString)> {
+        self.0.iter().filter(|(k, _)| !auth::SECRET_VARS.iter().any(|s| k == s)).cloned().collect()
     }
 }
 
@@ -323,7 +394,9 @@ impl Boot<'_> {
         let gid = self.root.then_some(self.hermes.gid);
         let dir = &self.config.env_dir;
         let mut parts = Vec::new();
-        match soft(format_args!("env snapshot in {}", dir.display()), rundir::write(dir, self.env.vars(), gid))? {
+        // The auth.json seeds stay out of the snapshot (C-BOOT-1 keeps everything else).
+        let vars = self.env.public_vars();
+        match soft(format_args!("env snapshot in {}", dir.display()), rundir::write(dir, &vars, gid))? {
             Some(r) => {
                 self.env_written = true;
                 for name in &r.skipped {
@@ -367,6 +440,141 @@ impl Boot<'_> {
         Ok(match (done.uid, done.gid) {
             (None, None) => format!("hermes already is {}:{}; nothing changed", self.hermes.uid, self.hermes.gid),
             _ => format!("hermes is now {}:{}", self.hermes.uid, self.hermes.gid),
+        })
+    }
+
+    fn step_groups(&mut self) -> StepResult {
+        let devices = groups::wanted(&groups::DOCKER_SOCKETS, Path::new(groups::DRI_DIR));
+        if devices.is_empty() {
+            return Ok("no docker socket or /dev/dri node".into());
+        }
+        let shown: Vec<String> = devices.iter().map(|(g, _, p)| format!("{} (gid {g})", p.display())).collect();
+        if !self.root {
+            return Ok(format!("skipped: not root; devices {}", shown.join(", ")));
+        }
+        let want: Vec<(u32, &str)> = devices.iter().map(|(g, n, _)| (*g, *n)).collect();
+        let path = &self.paths.group;
+        let text = std::fs::read(path).map_err(|e| StepErr::new(format!("cannot read {}: {e}", path.display())))?;
+        let (new, said) = groups::join(&text, &self.hermes.name, self.hermes.gid, &want);
+        let Some(new) = new else {
+            return Ok(format!("{} already in the groups of {}", self.hermes.name, shown.join(", ")));
+        };
+        if soft(format_args!("rewriting {}", path.display()), remap::write_atomic(path, &new))?.is_none() {
+            return Ok("groups not changed".into());
+        }
+        for line in &said {
+            info!("boot: groups: {line}");
+        }
+        Ok(format!("joined {} groups for {}", said.len(), shown.join(", ")))
+    }
+
+    /// The environment of boot's own Python children: the snapshot (or boot's environment
+    /// without the credentials), `HOME` and `HERMES_HOME` the data volume.
+    fn child_env(&self) -> Vec<(OsString, OsString)> {
+        let mut vars = match self.env_written.then(|| crate::envdir::read(&self.config.env_dir)) {
+            Some(Ok(v)) => v,
+            _ => self.env.public_vars(),
+        };
+        vars.retain(|(k, _)| k != "HOME" && k != "HERMES_HOME" && !auth::SECRET_VARS.iter().any(|s| k == s));
+        vars.push(("HOME".into(), self.home().into()));
+        vars.push(("HERMES_HOME".into(), self.home().into()));
+        vars
+    }
+
+    /// Run hermes-agent's Python as hermes; `Ok(None)` when the image has no Python.
+    fn hermes_python(
+        &self,
+        args: &[&str],
+        timeout_secs: u64,
+        mut line: impl FnMut(&str),
+    ) -> Result<Option<pyrun::Ended>, StepErr> {
+        if !Path::new(pyrun::PYTHON).exists() {
+            return Ok(None);
+        }
+        let identity = match self.root.then(|| crate::creds::Identity::resolve(&self.hermes.name)) {
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                warn!("boot: cannot resolve {}: {e}; not running Python", self.hermes.name);
+                return Ok(None);
+            }
+            None => None,
+        };
+        let mut argv = vec![pyrun::PYTHON.to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let run = pyrun::Run {
+            argv,
+            env: self.child_env(),
+            cwd: self.home(),
+            identity,
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        };
+        pyrun::run(&run, &mut line).map(Some)
+    }
+
+    fn step_auth(&mut self) -> StepResult {
+        let (b, rb) = (self.env.get_bytes(auth::BOOTSTRAP), self.env.get_bytes(auth::REBOOTSTRAP));
+        auth::run(self.home(), b, rb, self.owner())
+    }
+
+    fn step_migrate(&mut self) -> StepResult {
+        if crate::routing::truthy(self.env.get("HERMES_SKIP_CONFIG_MIGRATION")) {
+            return Ok("skipped (HERMES_SKIP_CONFIG_MIGRATION)".into());
+        }
+        match std::fs::symlink_metadata(self.home().join("config.yaml")) {
+            Ok(m) if m.file_type().is_symlink() => {
+                warn!("boot: migrate: refusing to migrate symlink {}", self.home().join("config.yaml").display());
+                return Ok("refused a symlinked config.yaml".into());
+            }
+            Ok(m) if m.is_file() => {}
+            _ => return Ok("no config.yaml".into()),
+        }
+        let mut last = String::new();
+        let ended = self.hermes_python(&["-c", migrate::CODE], migrate::TIMEOUT_SECS, |l| {
+            if !l.is_empty() {
+                info!("{} {l}", migrate::PREFIX);
+                last = l.to_string();
+            }
+        })?;
+        Ok(match ended {
+            None => format!("skipped: no {}", pyrun::PYTHON),
+            Some(pyrun::Ended::Code(0)) => format!("done: {last}"),
+            Some(e) => {
+                warn!("{} config migration failed ({e:?}); continuing with the config as it is", migrate::PREFIX);
+                format!("failed ({e:?}), continuing")
+            }
+        })
+    }
+
+    fn step_skills(&mut self) -> StepResult {
+        let venv = Path::new(pyrun::PYTHON).parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv) else {
+            return Ok("skipped: this hermes-agent ships no bundled skills directory".into());
+        };
+        info!("boot: skills: syncing bundled skills from {}", dir.display());
+        let mut summary = String::new();
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let ended = self.hermes_python(&skills::ARGS, skills::TIMEOUT_SECS, |l| {
+            if skills::is_summary(l) {
+                info!("{} {}", skills::PREFIX, l.trim());
+                summary = l.trim().to_string();
+            } else if !l.trim().is_empty() {
+                tracing::debug!("{} {l}", skills::PREFIX);
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(l.to_string());
+            }
+        })?;
+        Ok(match ended {
+            None => format!("skipped: no {}", pyrun::PYTHON),
+            Some(pyrun::Ended::Code(0)) => summary,
+            Some(e) => {
+                for l in &tail {
+                    warn!("{} {l}", skills::PREFIX);
+                }
+                warn!("{} bundled skills sync failed ({e:?}); continuing", skills::PREFIX);
+                format!("failed ({e:?}), continuing")
+            }
         })
     }
 
@@ -493,5 +701,34 @@ impl Boot<'_> {
             Some(r) => Ok(r),
             None => Ok("not written".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_seeds_are_kept_out_of_the_snapshot_and_children() {
+        let env = Env(vec![
+            ("HERMES_AUTH_JSON_BOOTSTRAP".into(), "{\"secret\":1}".into()),
+            ("HERMES_AUTH_JSON_REBOOTSTRAP".into(), "1".into()),
+            ("EMPTY".into(), "".into()),
+            ("HERMES_HOME".into(), "/opt/data".into()),
+        ]);
+        let names: Vec<_> = env.public_vars().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["EMPTY", "HERMES_HOME"]);
+        assert_eq!(env.get_bytes("HERMES_AUTH_JSON_BOOTSTRAP"), Some(&b"{\"secret\":1}"[..]));
+    }
+
+    #[test]
+    fn every_step_has_a_unique_name_in_order() {
+        let names: Vec<_> = Step::ALL.iter().map(|s| s.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert_eq!(parse_skip("migrate, skills").0, [Step::Migrate, Step::Skills]);
+        assert!(Step::ALL.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -22,8 +22,52 @@ pub fn seed_dirs() -> impl Iterator<Item = &'static str> {
         .chain(super::sweep::SUBTREES.iter().copied().filter(|d| *d != "logs"))
 }
 
-/// Default files holding secrets are created private.
-const PRIVATE: &[&str] = &[".env", "auth.json"];
+/// Files whose mode is Hermes' own choice (secrets private, `config.yaml` group-readable):
+/// seeded with it, and [`fix_modes`] restores the first two on every boot.
+pub const MODES: &[(&str, u32)] = &[(".env", 0o600), ("config.yaml", 0o640), ("auth.json", 0o600)];
+
+fn fixed_mode(name: &[u8]) -> Option<u32> {
+    MODES.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, m)| *m)
+}
+
+/// Every boot: `.env` is hermes and 0600, `config.yaml` hermes and 0640 (changed through a
+/// descriptor opened without following; a symlink gets a `refusing` line).
+pub fn fix_modes(home: &Path, owner: Option<(u32, u32)>) -> Result<String, StepErr> {
+    let Some(fd) = soft(format_args!("opening {}", home.display()), fsx::open_dir_path(home))? else {
+        return Ok("skipped: no HERMES_HOME".into());
+    };
+    let root = fsx::fstat(fd.as_fd()).map_err(|e| StepErr::new(format!("{}: {e}", home.display())))?;
+    let mut fixed = Vec::new();
+    for (name, mode) in &MODES[..2] {
+        let shown = home.join(name);
+        let Ok(cname) = fsx::cname(std::ffi::OsStr::new(name)) else { continue };
+        let st = match fsx::lstat_at(fd.as_fd(), &cname) {
+            Ok(st) => st,
+            Err(e) if fsx::is_missing(&e) => continue,
+            Err(e) => return Err(StepErr::new(format!("{}: {e}", shown.display()))),
+        };
+        if st.is_symlink() {
+            warn!("boot: modes: refusing to change symlink {}", shown.display());
+            continue;
+        }
+        if st.other_mount_than(&root) {
+            continue; // a file bind-mounted from the host: the host's (C-BOOT-3)
+        }
+        if !st.is_file() || (st.mode & 0o7777 == *mode && owner.is_none_or(|(u, g)| st.owned_by(u, g))) {
+            continue;
+        }
+        let r = fsx::open_read_at(fd.as_fd(), &cname).and_then(|f| {
+            if let Some((u, g)) = owner {
+                fsx::fchown(f.as_fd(), u, g)?;
+            }
+            fsx::fchmod(f.as_fd(), *mode)
+        });
+        if soft(format_args!("fixing {}", shown.display()), r)?.is_some() {
+            fixed.push(format!("{name} {mode:04o}"));
+        }
+    }
+    Ok(if fixed.is_empty() { "nothing to fix".into() } else { format!("fixed {}", fixed.join(", ")) })
+}
 
 /// `HERMES_HOME` itself: created (with missing parents, root-owned) if missing; a directory we
 /// create is given to `owner`.
@@ -173,8 +217,7 @@ fn seed_defaults(
             Err(e) if fsx::is_missing(&e) => {}
             Err(e) => return Err(StepErr::new(format!("{}: {e}", shown.display()))),
         }
-        let private = PRIVATE.iter().any(|p| p.as_bytes() == name_os.as_bytes());
-        let mode = if private { 0o600 } else { meta.mode() & 0o777 | 0o600 };
+        let mode = fixed_mode(name_os.as_bytes()).unwrap_or(meta.mode() & 0o777 | 0o600);
         let r = copy_new(home_fd, &name, &src, mode, owner);
         match r {
             Ok(true) => s.files_seeded.push(name_os.to_string_lossy().into_owned()),
