@@ -90,6 +90,14 @@ pub struct ServiceStatus {
     /// `native` (hermesinit.yaml) or `s6` (run script).
     pub kind: String,
     pub has_logger: bool,
+    /// Since when (wall-clock ms) the service has been crashing without a stable run in
+    /// between (the streak the backoff counts); absent when it is not. Added in 0.2 (v1-compatible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
+    /// A native service's `log.dir` (where `current` is written); absent for s6 slots and
+    /// native services without a log directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +122,12 @@ pub struct Response {
     pub boot: BootState,
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// The main program's pid while it runs (absent before it started and after it exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<i32>,
+    /// The container is stopping (SIGTERM received, or the main program has exited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
 }
 
 impl Response {

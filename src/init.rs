@@ -609,7 +609,15 @@ impl Init {
     }
 
     fn ok(&self, services: Vec<control::ServiceStatus>) -> Response {
-        Response { v: control::VERSION, ok: true, boot: self.boot, services, ..Default::default() }
+        Response {
+            v: control::VERSION,
+            ok: true,
+            boot: self.boot,
+            services,
+            main_pid: self.main_pid.map(|p| p.as_raw()),
+            stopping: self.stopping.is_some(),
+            ..Default::default()
+        }
     }
 
     fn answer_waits(&mut self, now: Instant) {

@@ -12,7 +12,7 @@ usage: hermesinit <role> [args…]   (or call it through a link named after the 
 roles:
   init [CMD…]        PID 1: boot, supervise services, run CMD, stop cleanly (the image's /init)
   shim [ARGS…]       the `hermes` privilege-drop exec (linked as /opt/hermes/bin/hermes)
-  svc <command>      operator CLI: up, down, restart, status, wait, list (see `hermesinit svc --help`)
+  svc <command>      operator CLI: up, down, restart, status, wait, list, health, logs (see `hermesinit svc --help`)
   s6-svc, s6-svstat, s6-svscanctl, s6-svwait, s6-setuidgid, s6-log, with-contenv
                      s6-compatible front ends (linked into /command)
 ";

@@ -109,6 +109,8 @@ pub struct Machine {
     pub policy: Policy,
     /// Consecutive crashes without a stable run in between.
     pub failures: u32,
+    /// When the current streak of crashes (the one `failures` counts) began.
+    pub failing_since: Option<Instant>,
     /// Restarts performed since the service was created.
     pub restarts: u32,
     pub last_exit: Option<Exit>,
@@ -134,6 +136,7 @@ impl Machine {
             wanted_up,
             policy,
             failures: 0,
+            failing_since: None,
             restarts: 0,
             last_exit: None,
             since: now,
@@ -322,12 +325,14 @@ impl Machine {
         let ran = self.up_since.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         if ran >= Duration::from_millis(self.policy.backoff.reset_after_ms) {
             self.failures = 0;
+            self.failing_since = None;
         }
         self.restarts += 1;
         if expected {
             return vec![Action::Spawn];
         }
         self.failures += 1;
+        self.failing_since.get_or_insert(now);
         let delay = backoff_delay(&self.policy.backoff, self.failures);
         if delay.is_zero() {
             vec![Action::Spawn]
