@@ -22,6 +22,17 @@ pub fn socket_path() -> PathBuf {
     }
 }
 
+/// The fallback socket of a non-root PID 1 (boot::rundir::runtime_fallback), unless the
+/// socket is set explicitly by `HERMESINIT_SOCKET`.
+fn fallback_socket() -> Option<PathBuf> {
+    if std::env::var_os("HERMESINIT_SOCKET").is_some() {
+        return None;
+    }
+    let user = crate::config::Config::load().map(|c| c.user).unwrap_or_else(|_| "hermes".into());
+    let uid = crate::users::user_by_name(&user).ok().flatten()?.uid;
+    crate::boot::fallback_socket(uid)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitFor {
@@ -160,8 +171,13 @@ impl std::error::Error for ClientError {}
 /// than their own, so a dead supervisor cannot hang the client.
 pub fn request(req: Request) -> Result<Response, ClientError> {
     let path = socket_path();
-    let mut stream =
-        UnixStream::connect(&path).map_err(|e| ClientError::NotRunning(format!("{}: {e}", path.display())))?;
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        // A PID 1 running as hermes with an unwritable /run uses a fallback (boot::rundir).
+        Err(e) => fallback_socket()
+            .and_then(|p| UnixStream::connect(p).ok())
+            .ok_or_else(|| ClientError::NotRunning(format!("{}: {e}", path.display())))?,
+    };
     let timeout = match &req {
         Request::Wait { timeout_ms: Some(ms), .. } => Some(Duration::from_millis(ms + 5000)),
         Request::Wait { timeout_ms: None, .. } => None,

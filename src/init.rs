@@ -118,7 +118,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    let cfg = match Config::load() {
+    let mut cfg = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             error!("fatal: stopping the container: invalid configuration: {e}");
@@ -141,6 +141,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         );
         return 1;
     }
+    // Not root and /run unusable: say so, and move runtime state where the user can make it.
+    crate::boot::runtime_fallback(&mut cfg, uid);
     if cfg.s6_compat {
         // C-S6-1: Hermes detects s6 by /proc/1/comm.
         // SAFETY: prctl with a valid NUL-terminated name.

@@ -59,6 +59,7 @@ pub(crate) mod testutil;
 
 pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
 pub use reconcile::{Action, Slot};
+pub use rundir::{fallback_socket, runtime_fallback};
 
 use crate::config::Config;
 use crate::fsx;
