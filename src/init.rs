@@ -510,10 +510,16 @@ impl Init {
         let (kill_at, end) = self.stopping?;
         if self.main_pid.is_none() && self.sup.idle() {
             // Orphans (and stray daemons) get TERM once our own are gone; then KILL at the grace.
-            if self.is_pid1 && !self.termed_all && has_children() {
+            if !self.termed_all && has_children() {
                 self.termed_all = true;
-                // SAFETY: kill(2); -1 from PID 1 reaches every other process of the namespace.
-                unsafe { libc::kill(-1, libc::SIGTERM) };
+                if self.is_pid1 {
+                    // SAFETY: kill(2); -1 from PID 1 reaches every other process of the namespace.
+                    unsafe { libc::kill(-1, libc::SIGTERM) };
+                } else {
+                    // A shared PID namespace: only our own children (orphans we inherited as
+                    // subreaper), never the rest of the namespace.
+                    signal_children(libc::SIGTERM);
+                }
             }
             if !has_children() {
                 return Some(self.main_code.unwrap_or(0));
@@ -532,6 +538,8 @@ impl Init {
             if self.is_pid1 {
                 // SAFETY: as above.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
+            } else {
+                signal_children(libc::SIGKILL);
             }
         }
         if now >= end {
@@ -647,6 +655,24 @@ impl Init {
 }
 
 /// Are there children left to reap (known or orphans)? Asks without reaping.
+/// Signal each process whose parent is us (not PID 1: the orphans we inherited as a child
+/// subreaper). Read from /proc; a pid that exits and is reused in between would have to be
+/// re-parented to us again to be signalled, which only our own descendants can be.
+fn signal_children(sig: libc::c_int) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid …: comm may hold spaces and parentheses; split after the last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(me) {
+            // SAFETY: kill(2) on a child of ours.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
 fn has_children() -> bool {
     // SAFETY: waitid with a valid out-pointer; WNOWAIT leaves any status in place.
     unsafe {
