@@ -74,30 +74,50 @@ def test_health_turns_unhealthy_when_the_dashboard_cannot_bind(fleet: Fleet) -> 
     c.ok("hermesinit", "svc", "health", "--grace", "5")
 
 
-def _cpu_usec(c: Container) -> int:
-    out = c.ok("cat", "/sys/fs/cgroup/cpu.stat", user="root")
-    return int(re.search(r"^usage_usec (\d+)", out, re.M).group(1))
+def _cpu_reader(c: Container):
+    """The container's CPU time in µs, read on the host (so reading it costs the container nothing)."""
+    cid = c.inspect("{{.Id}}")
+    v1 = f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage"
+    v2 = [f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", f"/sys/fs/cgroup/docker/{cid}/cpu.stat"]
+    if os.path.exists(v1):
+        return lambda: int(open(v1).read()) // 1000
+    for p in v2:
+        if os.path.exists(p):
+            return lambda p=p: int(re.search(r"^usage_usec (\d+)", open(p).read(), re.M).group(1))
+    return None
 
 
 def test_health_check_cpu_cost(fleet: Fleet) -> None:
     """What one `svc health` costs the container (client + PID 1's answer), next to `true`."""
     c = fleet.run("sleep", "infinity", env={"HERMES_DASHBOARD": "1"}, opts=["--no-healthcheck"])
     c.ok("hermesinit", "svc", "wait", "--up", "--timeout", "30", "dashboard")
-    if c.exec("test", "-r", "/sys/fs/cgroup/cpu.stat").returncode != 0:
-        pytest.skip("no cgroup v2 cpu.stat in the container")
+    read = _cpu_reader(c)
+    if read is None:
+        pytest.skip("the container's cgroup is not visible on this host")
     n = 30
 
     def cost(*argv: str) -> float:
-        before = _cpu_usec(c)
+        before = read()
         for _ in range(n):
             c.exec(*argv, user="root")
-        return (_cpu_usec(c) - before) / n
+        return (read() - before) / n
 
     base = cost("true")
     health = cost("hermesinit", "svc", "health")
-    print(f"container CPU per exec: `true` {base:.0f} us, `hermesinit svc health` {health:.0f} us "
-          f"(health itself ~{health - base:.0f} us; each figure includes one `cat cpu.stat`/{n})")
-    assert health - base < 20_000, (base, health)
+    # Without docker exec's own setup (runc runs in the container's cgroup): 200 in one exec.
+    m = 200
+
+    def loop(cmd: str) -> float:
+        before = read()
+        c.sh_ok(f"i=0; while [ $i -lt {m} ]; do {cmd} >/dev/null; i=$((i+1)); done", user="root")
+        return (read() - before) / m
+
+    t_loop, h_loop = loop("/bin/true"), loop("hermesinit svc health")
+    pid1 = [int(x) for x in c.ok("cat", "/proc/1/stat").rsplit(")", 1)[1].split()[11:13]]
+    print(f"container CPU per `docker exec` (mean of {n}): `true` {base:.0f} us, `hermesinit svc health` "
+          f"{health:.0f} us; in one exec (mean of {m}): /bin/true {t_loop:.0f} us, svc health {h_loop:.0f} us "
+          f"(marginal {h_loop - t_loop:.0f} us); PID 1 total utime+stime {pid1} ticks")
+    assert h_loop - t_loop < 10_000, (t_loop, h_loop)
 
 
 # ---------------------------------------------------------------- svc logs
