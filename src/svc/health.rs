@@ -85,6 +85,20 @@ mod tests {
         }
     }
 
+    /// Protocol v1 stays compatible both ways: an answer without the new fields parses, and the
+    /// new fields are left out while empty.
+    #[test]
+    fn status_fields_are_additive() {
+        let old = r#"{"v":1,"ok":true,"timed_out":false,"boot":"done","services":[{"name":"a","state":"up",
+            "pid":3,"since_ms":5,"wanted_up":true,"normally_up":true,"restarts":0,"last_exit":null,
+            "restart_in_ms":null,"kind":"s6","has_logger":false}]}"#;
+        let r: Response = serde_json::from_str(old).unwrap();
+        assert_eq!((r.main_pid, r.stopping, r.services[0].failing_since_ms), (None, false, None));
+        let text =
+            serde_json::to_string(&Response { v: 1, ok: true, services: vec![svc("up", 0, None)], ..r }).unwrap();
+        assert!(!text.contains("main_pid") && !text.contains("stopping") && !text.contains("failing_since"), "{text}");
+    }
+
     #[test]
     fn healthy_when_booted_main_runs_and_services_up() {
         assert!(reasons(&ok(vec![svc("up", 1000, None)]), NOW, G).is_empty());
