@@ -242,6 +242,12 @@ fn logs_main(name: &str, o: &logs::Options) -> i32 {
             return 1;
         }
     };
+    if as_root {
+        if let Err(e) = ld.owner().and_then(|(u, g)| if u == 0 { Ok(()) } else { drop_to(u, g) }) {
+            eprintln!("hermesinit svc: {name}: cannot read {} as its owner: {e}", dir.display());
+            return 1;
+        }
+    }
     match logs::show(&ld, o) {
         Ok(()) => 0,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
@@ -250,6 +256,17 @@ fn logs_main(name: &str, o: &logs::Options) -> i32 {
             1
         }
     }
+}
+
+/// Become `uid:gid` (no supplementary groups) for good, verified.
+fn drop_to(uid: u32, gid: u32) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, setgroups, setresgid, setresuid};
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    setgroups(&[]).and_then(|_| setresgid(g, g, g)).and_then(|_| setresuid(u, u, u))?;
+    if geteuid() != u || getegid() != g || setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return Err(std::io::Error::other("identity switch did not hold"));
+    }
+    Ok(())
 }
 
 fn fsx_missing(e: &std::io::Error) -> bool {

@@ -4,7 +4,9 @@
 //! The files live where hermes can write, so they are opened with `O_NOFOLLOW|O_NONBLOCK` and
 //! must be regular files; when the caller is root, every directory component below
 //! `HERMES_HOME` (or below `/` for a log dir elsewhere) is opened no-follow too, so a symlink
-//! planted by hermes never makes root read a file of its choosing.
+//! planted by hermes never makes root read a file of its choosing. Root then reads a directory
+//! that another user owns (the gateways' logs are hermes') as that user: a hard link hermes made
+//! to a file only root may read is refused like any other.
 
 use crate::fsx;
 use std::ffi::CString;
@@ -94,6 +96,11 @@ impl LogDir {
             _ => fsx::open_dir_path(path)?,
         };
         Ok(LogDir { path: path.to_path_buf(), fd })
+    }
+
+    /// The directory's owner (uid, gid).
+    pub fn owner(&self) -> io::Result<(u32, u32)> {
+        fsx::fstat(self.fd.as_fd()).map(|st| (st.uid, st.gid))
     }
 
     /// Archives oldest first, then `current` (when present).
