@@ -182,7 +182,7 @@ fn health_main(grace_s: u64, json: bool) -> i32 {
     let reasons = match control::request(Request::Status { services: Vec::new() }) {
         Ok(r) if r.ok => health::reasons(&r, now_ms(), grace_s.saturating_mul(1000)),
         Ok(r) => vec![format!("supervisor: {}", r.error.as_deref().unwrap_or("refused"))],
-        Err(e) => vec![format!("supervisor: {e}")],
+        Err(e) => vec![e.to_string()],
     };
     let healthy = reasons.is_empty();
     let text = if json {
