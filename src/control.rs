@@ -23,6 +23,17 @@ pub fn socket_path() -> PathBuf {
     }
 }
 
+/// The fallback socket of a non-root PID 1 (boot::rundir::runtime_fallback), unless the
+/// socket is set explicitly by `HERMESINIT_SOCKET`.
+fn fallback_socket() -> Option<PathBuf> {
+    if std::env::var_os("HERMESINIT_SOCKET").is_some() {
+        return None;
+    }
+    let user = crate::config::Config::load().map(|c| c.user).unwrap_or_else(|_| "hermes".into());
+    let uid = crate::users::user_by_name(&user).ok().flatten()?.uid;
+    crate::boot::fallback_socket(uid)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitFor {
@@ -91,6 +102,14 @@ pub struct ServiceStatus {
     /// `native` (hermesinit.yaml) or `s6` (run script).
     pub kind: String,
     pub has_logger: bool,
+    /// Since when (wall-clock ms) the service has been crashing without a stable run in
+    /// between (the streak the backoff counts); absent when it is not. Added in 0.2 (v1-compatible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
+    /// A native service's `log.dir` (where `current` is written); absent for s6 slots and
+    /// native services without a log directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +133,12 @@ pub struct Response {
     pub boot: BootState,
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// The main program's pid while it runs (absent before it started and after it exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<i32>,
+    /// The container is stopping (SIGTERM received, or the main program has exited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
 }
 
 impl Response {
@@ -146,8 +171,13 @@ impl std::error::Error for ClientError {}
 /// than their own, so a dead supervisor cannot hang the client.
 pub fn request(req: Request) -> Result<Response, ClientError> {
     let path = socket_path();
-    let mut stream =
-        UnixStream::connect(&path).map_err(|e| ClientError::NotRunning(format!("{}: {e}", path.display())))?;
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        // A PID 1 running as hermes with an unwritable /run uses a fallback (boot::rundir).
+        Err(e) => fallback_socket()
+            .and_then(|p| UnixStream::connect(p).ok())
+            .ok_or_else(|| ClientError::NotRunning(format!("{}: {e}", path.display())))?,
+    };
     let timeout = match &req {
         Request::Wait { timeout_ms: Some(ms), .. } => Some(Duration::from_millis(ms.saturating_add(5000))),
         Request::Wait { timeout_ms: None, .. } => None,

@@ -116,7 +116,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    let cfg = match Config::load() {
+    let mut cfg = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             error!("fatal: stopping the container: invalid configuration: {e}");
@@ -140,6 +140,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         );
         return 1;
     }
+    // Not root and /run unusable: say so, and move runtime state where the user can make it.
+    crate::boot::runtime_fallback(&mut cfg, uid);
     if cfg.s6_compat {
         // C-S6-1: Hermes detects s6 by /proc/1/comm.
         // SAFETY: prctl with a valid NUL-terminated name.
@@ -167,7 +169,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     let base_env = child_env(&cfg);
     let scan_watch = watch(&cfg.scan_dir);
-    let mut cfg = cfg;
     if scan_watch.is_none() && cfg.rescan_interval_ms == 0 {
         cfg.rescan_interval_ms = 5000;
     }
@@ -181,7 +182,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         main_pid: None,
         boot: BootState::Running,
         requests: Requests::default(),
-        shutdown: Shutdown::new(grace, is_pid1),
+        shutdown: Shutdown::new(grace),
         next_rescan: None,
         rescan_at: None,
         rescan_cost: Duration::ZERO,
@@ -526,7 +527,8 @@ impl Init {
 
     fn ctx(&mut self) -> Option<Ctx<'_>> {
         let stopping = self.shutdown.stopping();
-        Some(Ctx { sup: &mut self.sup, server: self.server.as_mut()?, boot: self.boot, stopping })
+        let main_pid = self.main_pid.map(|p| p.as_raw());
+        Some(Ctx { sup: &mut self.sup, server: self.server.as_mut()?, boot: self.boot, stopping, main_pid })
     }
 
     fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
@@ -546,6 +548,17 @@ impl Init {
         self.requests = requests;
     }
 
+    /// Everything left but our own: as PID 1, every other process of the namespace (orphans,
+    /// stray daemons); otherwise — a shared PID namespace, another init — only the children we
+    /// inherited as a subreaper, never anyone else's processes (C-INIT-6).
+    fn signal_rest(&self, sig: Signal) {
+        if self.is_pid1 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(-1), sig);
+        } else {
+            signal_children(sig as i32);
+        }
+    }
+
     /// Feed the stop sequence and carry out what it decides (C-INIT-3). Returns the exit code
     /// once it is time to exit.
     fn stop(&mut self, ev: StopEvent, now: Instant) -> Option<i32> {
@@ -560,9 +573,7 @@ impl Init {
                 }
                 // -1 from PID 1 reaches every other process of the namespace (orphans, stray
                 // daemons); the machine sends this only when we are PID 1.
-                StopAction::TermRest => {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGTERM);
-                }
+                StopAction::TermRest => self.signal_rest(Signal::SIGTERM),
                 StopAction::KillAll => {
                     warn!("grace period over: killing what is left");
                     if let Some(pid) = self.main_pid {
@@ -571,9 +582,7 @@ impl Init {
                     for pg in self.sup.pgids() {
                         let _ = nix::sys::signal::killpg(Pid::from_raw(pg), Signal::SIGKILL);
                     }
-                    if self.is_pid1 {
-                        let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-                    }
+                    self.signal_rest(Signal::SIGKILL);
                 }
                 StopAction::Exit { code, forced } => {
                     if forced {
@@ -597,6 +606,24 @@ fn poll_timeout(now: Instant, deadline: Option<Instant>) -> i32 {
 }
 
 /// Are there children left to reap (known or orphans)? Asks without reaping.
+/// Signal each process whose parent is us (not PID 1: the orphans we inherited as a child
+/// subreaper). Read from /proc; a pid that exits and is reused in between would have to be
+/// re-parented to us again to be signalled, which only our own descendants can be.
+fn signal_children(sig: libc::c_int) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid …: comm may hold spaces and parentheses; split after the last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(me) {
+            // SAFETY: kill(2) on a child of ours.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
 fn has_children() -> bool {
     // SAFETY: waitid with a valid out-pointer; WNOWAIT leaves any status in place.
     unsafe {

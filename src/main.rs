@@ -14,7 +14,7 @@ roles:
   tini [OPTS] [--] [CMD…]
                      legacy /usr/bin/tini: drops tini's options and /opt/hermes/docker/entrypoint.sh, then init
   shim [ARGS…]       the `hermes` privilege-drop exec (linked as /opt/hermes/bin/hermes)
-  svc <command>      operator CLI: up, down, restart, status, wait, list (see `hermesinit svc --help`)
+  svc <command>      operator CLI: up, down, restart, status, wait, list, health, logs (see `hermesinit svc --help`)
   s6-svc, s6-svstat, s6-svscanctl, s6-svwait, s6-setuidgid, s6-log, with-contenv
                      s6-compatible front ends (linked into /command)
 ";

@@ -22,6 +22,7 @@ pub struct Ctx<'a> {
     pub server: &'a mut Server,
     pub boot: BootState,
     pub stopping: bool,
+    pub main_pid: Option<i32>,
 }
 
 /// Something only the loop can do for a request.
@@ -37,8 +38,16 @@ pub struct Requests {
     waits: Vec<Wait>,
 }
 
-fn ok(boot: BootState, services: Vec<control::ServiceStatus>) -> Response {
-    Response { v: control::VERSION, ok: true, boot, services, ..Default::default() }
+fn ok(cx: &Ctx, services: Vec<control::ServiceStatus>) -> Response {
+    Response {
+        v: control::VERSION,
+        ok: true,
+        boot: cx.boot,
+        services,
+        main_pid: cx.main_pid,
+        stopping: cx.stopping,
+        ..Default::default()
+    }
 }
 
 impl Requests {
@@ -61,7 +70,7 @@ impl Requests {
         let mut todo = Todo::Nothing;
         let resp = match req {
             Request::Status { services } => match cx.sup.status(&services) {
-                Ok(s) => ok(cx.boot, s),
+                Ok(s) => ok(&cx, s),
                 Err(e) => Response::error(e),
             },
             Request::Rescan { prune: _ } => {
@@ -70,7 +79,7 @@ impl Requests {
                 if !cx.stopping {
                     todo = Todo::Rescan;
                 }
-                ok(cx.boot, Vec::new())
+                ok(&cx, Vec::new())
             }
             Request::Wait { services, until, any, timeout_ms } => {
                 self.waits.push(Wait {
@@ -109,7 +118,7 @@ impl Requests {
             };
             let timed_out = !met && w.deadline.is_some_and(|d| d <= now);
             if met || timed_out {
-                let mut r = ok(cx.boot, cx.sup.status(&w.services).unwrap_or_default());
+                let mut r = ok(&cx, cx.sup.status(&w.services).unwrap_or_default());
                 r.timed_out = timed_out;
                 cx.server.reply(w.conn, &r, now);
             } else {
@@ -121,7 +130,7 @@ impl Requests {
 
 fn command(cx: &mut Ctx, services: &[String], ev: Event, now: Instant) -> Response {
     match cx.sup.command(services, ev, now) {
-        Ok(()) => ok(cx.boot, cx.sup.status(services).unwrap_or_default()),
+        Ok(()) => ok(cx, cx.sup.status(services).unwrap_or_default()),
         Err(e) => Response::error(e),
     }
 }

@@ -27,7 +27,8 @@ pub enum Event {
 pub enum Action {
     /// TERM (+CONT) to the main program's group, and stop every service.
     TermOurs,
-    /// Our own are gone: TERM to everything else left (PID 1 only; orphans, stray daemons).
+    /// Our own are gone: TERM to everything else left (orphans, stray daemons; init decides
+    /// how far "everything" reaches).
     TermRest,
     /// The grace is over: KILL to everything left.
     KillAll,
@@ -47,17 +48,14 @@ pub struct Shutdown {
     grace: Duration,
     code: Option<i32>,
     termed_rest: bool,
-    /// Only PID 1 may signal "everything else": under another init, or in a shared PID
-    /// namespace, that would hit processes we never started.
-    is_pid1: bool,
 }
 
 /// How long after SIGKILL we wait for the kernel to hand back the last children.
 const AFTER_KILL: Duration = Duration::from_secs(2);
 
 impl Shutdown {
-    pub fn new(grace: Duration, is_pid1: bool) -> Shutdown {
-        Shutdown { phase: Phase::Running, grace, code: None, termed_rest: false, is_pid1 }
+    pub fn new(grace: Duration) -> Shutdown {
+        Shutdown { phase: Phase::Running, grace, code: None, termed_rest: false }
     }
 
     pub fn stopping(&self) -> bool {
@@ -102,7 +100,7 @@ impl Shutdown {
             if !children_left {
                 return vec![Action::Exit { code: self.code.unwrap_or(0), forced: false }];
             }
-            if self.is_pid1 && !self.termed_rest {
+            if !self.termed_rest {
                 self.termed_rest = true;
                 out.push(Action::TermRest);
             }
@@ -133,14 +131,14 @@ mod tests {
 
     #[test]
     fn c_init_3_nothing_happens_until_a_stop() {
-        let (mut s, t) = (Shutdown::new(G, true), Instant::now());
+        let (mut s, t) = (Shutdown::new(G), Instant::now());
         assert_eq!(s.on(tick(false, false), t), vec![]);
         assert!(!s.stopping() && s.deadline().is_none());
     }
 
     #[test]
     fn c_init_2_main_exit_stops_everything_and_its_code_is_the_exit_code() {
-        let (mut s, t) = (Shutdown::new(G, true), Instant::now());
+        let (mut s, t) = (Shutdown::new(G), Instant::now());
         assert_eq!(s.on(Event::MainExited(42), t), vec![Action::TermOurs]);
         assert_eq!(s.deadline(), Some(t + G));
         assert_eq!(s.on(tick(true, true), t), vec![]);
@@ -149,7 +147,7 @@ mod tests {
 
     #[test]
     fn c_init_3_stop_is_idempotent_and_exits_at_once_when_nothing_is_left() {
-        let (mut s, t) = (Shutdown::new(G, true), Instant::now());
+        let (mut s, t) = (Shutdown::new(G), Instant::now());
         assert_eq!(s.on(Event::Stop, t), vec![Action::TermOurs]);
         assert_eq!(s.on(Event::Stop, t), vec![]);
         // The main program's code arrives during the stop and is kept.
@@ -159,7 +157,7 @@ mod tests {
 
     #[test]
     fn c_init_3_orphans_get_term_once_ours_are_gone_then_kill_at_the_grace() {
-        let (mut s, t) = (Shutdown::new(G, true), Instant::now());
+        let (mut s, t) = (Shutdown::new(G), Instant::now());
         s.on(Event::Stop, t);
         assert_eq!(s.on(tick(false, true), t), vec![Action::TermRest]);
         assert_eq!(s.on(tick(false, true), t), vec![], "TERM once");
@@ -170,18 +168,10 @@ mod tests {
 
     #[test]
     fn c_init_3_term_ignoring_processes_are_killed_and_a_stuck_one_forces_the_exit() {
-        let (mut s, t) = (Shutdown::new(G, true), Instant::now());
+        let (mut s, t) = (Shutdown::new(G), Instant::now());
         s.on(Event::Stop, t);
         assert_eq!(s.on(tick(true, true), t + G), vec![Action::KillAll]);
         assert_eq!(s.on(tick(true, true), t + G + Duration::from_secs(1)), vec![]);
         assert_eq!(s.on(tick(true, true), t + G + AFTER_KILL), vec![Action::Exit { code: 137, forced: true }]);
-    }
-
-    #[test]
-    fn c_init_6_not_pid_1_never_signals_the_rest() {
-        let (mut s, t) = (Shutdown::new(G, false), Instant::now());
-        s.on(Event::Stop, t);
-        assert_eq!(s.on(tick(false, true), t), vec![]);
-        assert_eq!(s.on(tick(false, true), t + G), vec![Action::KillAll]);
     }
 }

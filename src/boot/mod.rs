@@ -79,6 +79,7 @@ mod volume;
 
 pub use bootlog::{BOOT_LOG, ROTATE_BYTES};
 pub use reconcile::{Action, Slot};
+pub use rundir::{fallback_socket, runtime_fallback};
 
 use crate::config::Config;
 use crate::fsx;

@@ -177,6 +177,21 @@ pub fn entries(text: &[u8], passwd: bool) -> Vec<Entry> {
         .collect()
 }
 
+/// A remap that was asked for but cannot be written is fatal, never a warning: going on would
+/// run every service as the old uid, against a volume owned by the new one. The usual cause is
+/// a read-only root filesystem (`--read-only`, Kubernetes `readOnlyRootFilesystem`); the error
+/// names the fixes. (Not an OS error, so boot's "soft" rule does not turn it into a warning.)
+fn cannot_remap(path: &Path, e: io::Error) -> io::Error {
+    let why = if e.raw_os_error() == Some(libc::EROFS) { " (the root filesystem is read-only)" } else { "" };
+    io::Error::other(format!(
+        "HERMES_UID/HERMES_GID (or PUID/PGID) ask for a uid/gid change but {} cannot be rewritten: {e}{why}; \
+         refusing to run as the image's hermes uid instead. Fix: run without --read-only \
+         (readOnlyRootFilesystem: false), or drop HERMES_UID/PUID and make the volume owned by the \
+         image's hermes uid:gid (10000:10000 unless rebuilt)",
+        path.display()
+    ))
+}
+
 pub fn apply(files: &Files, user: &str, want: &Wanted) -> io::Result<Applied> {
     let pw = std::fs::read(files.passwd)?;
     let gr = std::fs::read(files.group)?;
@@ -204,11 +219,11 @@ pub fn apply(files: &Files, user: &str, want: &Wanted) -> io::Result<Applied> {
         return Ok(Applied::default());
     }
     if let Some(new) = rewrite_fields(&pw, user, 7, &[(2, new_uid), (3, new_gid)]) {
-        write_atomic(files.passwd, &new)?;
+        write_atomic(files.passwd, &new).map_err(|e| cannot_remap(files.passwd, e))?;
     }
     if let Some(g) = new_gid {
         match rewrite_fields(&gr, user, 4, &[(2, Some(g))]) {
-            Some(new) => write_atomic(files.group, &new)?,
+            Some(new) => write_atomic(files.group, &new).map_err(|e| cannot_remap(files.group, e))?,
             None if my_group.is_none() => {
                 warn!(
                     "boot: remap: no group '{user}' in {}; only the passwd entry's gid changed",

@@ -132,6 +132,118 @@ pub fn fresh_scan_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<usize
     Ok(removed)
 }
 
+/// Where runtime state goes when `/run` cannot hold it (see [`runtime_fallback`]).
+pub fn fallback_dir(uid: u32) -> std::path::PathBuf {
+    format!("/tmp/hermesinit-{uid}").into()
+}
+
+/// Can a process of this uid create (or use) the directory `p`?
+fn usable(p: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    let rwx = AccessFlags::W_OK | AccessFlags::X_OK;
+    match std::fs::symlink_metadata(p) {
+        Ok(m) => m.is_dir() && access(p, rwx).is_ok(),
+        Err(_) => {
+            let mut q = p;
+            // The nearest existing ancestor decides whether the missing part can be made.
+            while let Some(parent) = q.parent() {
+                if parent.exists() {
+                    return parent.is_dir() && access(parent, rwx).is_ok();
+                }
+                q = parent;
+            }
+            false
+        }
+    }
+}
+
+/// Make (or accept) `/tmp/hermesinit-<uid>`: a real directory, owned by `uid`, mode 0700. An
+/// existing one that is a symlink or someone else's is refused: a client trusts a socket
+/// there only because nobody but `uid` (and root) can have put it there.
+fn own_private_dir(dir: &Path, uid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() || m.uid() != uid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} exists and is not a directory owned by uid {uid}", dir.display()),
+        ));
+    }
+    set_mode(dir, 0o700)
+}
+
+/// Not root, and `/run` (say a root-owned `--tmpfs /run` under `--user 10000`) cannot hold the
+/// control socket, the scan directory or the env snapshot: say so loudly, and move each
+/// unusable one into `/tmp/hermesinit-<uid>/` (0700, owned by the user), where `hermesinit
+/// svc` also looks (control::request, [`fallback_socket`]). Hermes' own s6 paths
+/// (`/run/service`, `/run/s6/basedir`) cannot move: Hermes then runs gateways in the
+/// foreground as it does without s6, while hermesinit still supervises its native slots.
+pub fn runtime_fallback(cfg: &mut crate::config::Config, uid: u32) {
+    use tracing::{error, warn};
+    if uid == 0 {
+        return;
+    }
+    let sock_dir = cfg.control_socket.parent().map(Path::to_path_buf).unwrap_or_default();
+    let bad: Vec<&str> =
+        [("control socket", &sock_dir), ("scan directory", &cfg.scan_dir), ("env snapshot", &cfg.env_dir)]
+            .into_iter()
+            .filter(|(_, p)| !usable(p))
+            .map(|(what, _)| what)
+            .collect();
+    if bad.is_empty() {
+        return;
+    }
+    let dir = fallback_dir(uid);
+    if let Err(e) = own_private_dir(&dir, uid) {
+        error!(
+            "running as uid {uid} and {} cannot be created under /run, nor the fallback {}: {e}; \
+             `hermesinit svc` and the s6 tools will not work. Mount a writable /run (an emptyDir, \
+             or a tmpfs with mode=1777) or start the container as root",
+            bad.join(", "),
+            dir.display()
+        );
+        return;
+    }
+    if !usable(&sock_dir) {
+        cfg.control_socket = dir.join("control.sock");
+    }
+    if !usable(&cfg.scan_dir) {
+        cfg.scan_dir = dir.join("service");
+    }
+    if !usable(&cfg.env_dir) {
+        cfg.env_dir = dir.join("container_environment");
+    }
+    warn!(
+        "running as uid {uid} and /run is not writable for it (a root-owned tmpfs?): {} moved to {} \
+         (found there by `hermesinit svc`). Hermes' s6 paths (/run/service, /run/s6) stay missing: \
+         `hermes gateway start` will not work, native gateway slots still do. Fix: a writable /run \
+         (Kubernetes emptyDir, `--tmpfs /run:mode=1777`) or start as root",
+        bad.join(", "),
+        dir.display()
+    );
+}
+
+/// The fallback control socket of a PID 1 running as `uid`, if one is there and trustworthy:
+/// its directory is a real directory owned by `uid` that nobody else may write to, and
+/// the socket is owned by `uid` too. (Only `uid` or root could have made it so; when PID 1 runs
+/// as `uid`, that is PID 1's own trust level.)
+pub fn fallback_socket(uid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = fallback_dir(uid);
+    let d = std::fs::symlink_metadata(&dir).ok()?;
+    if !d.is_dir() || d.uid() != uid || d.mode() & 0o022 != 0 {
+        return None;
+    }
+    let sock = dir.join("control.sock");
+    let s = std::fs::symlink_metadata(&sock).ok()?;
+    (s.file_type().is_socket() && s.uid() == uid).then_some(sock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,8 @@ pub struct Machine {
     pub policy: Policy,
     /// Consecutive crashes without a stable run in between.
     pub failures: u32,
+    /// When the current streak of crashes (the one `failures` counts) began.
+    pub failing_since: Option<Instant>,
     pub last_exit: Option<Exit>,
     /// When the state last changed between up and down (for status).
     pub since: Instant,
@@ -131,6 +133,7 @@ impl Machine {
             wanted_up,
             policy,
             failures: 0,
+            failing_since: None,
             last_exit: None,
             since: now,
             up_since: None,
@@ -317,11 +320,13 @@ impl Machine {
         let ran = self.up_since.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         if ran >= Duration::from_millis(self.policy.backoff.reset_after_ms) {
             self.failures = 0;
+            self.failing_since = None;
         }
         if expected {
             return vec![Action::Spawn];
         }
         self.failures += 1;
+        self.failing_since.get_or_insert(now);
         let delay = backoff_delay(&self.policy.backoff, self.failures);
         if delay.is_zero() {
             vec![Action::Spawn]

@@ -876,5 +876,12 @@ fn status_of(name: &str, s: &Slot, now: Instant, wall_now: SystemTime) -> Servic
         },
         kind: kind_name(&s.dir.kind).to_string(),
         has_logger: s.logger.is_some(),
+        failing_since_ms: s.m.failing_since.map(|t| {
+            wall(t, wall_now, now).duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+        }),
+        log_dir: match &s.dir.kind {
+            Kind::Native(spec) => spec.log.dir.as_ref().map(|d| d.display().to_string()),
+            _ => None,
+        },
     }
 }
