@@ -12,7 +12,11 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const VERSION: u32 = 1;
+/// Version 2: answers carry an error `code`. Version 1 requests are still served (their
+/// answers differ only by the added fields, which v1 clients ignore).
+pub const VERSION: u32 = 2;
+/// The oldest request version served.
+pub const MIN_VERSION: u32 = 1;
 pub const DEFAULT_SOCKET: &str = "/run/hermesinit/control.sock";
 
 /// Where the socket is: the config's `control_socket` (`HERMESINIT_SOCKET` wins).
@@ -83,11 +87,103 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// A service's state on the wire (the machine's states; `supervisor/machine.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    #[default]
+    Down,
+    Up,
+    /// Asked to stop; the process is still there.
+    Stopping,
+    /// `./finish` runs.
+    Finishing,
+    /// Waiting to restart after a crash.
+    Backoff,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Down => "down",
+            ServiceState::Up => "up",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Finishing => "finishing",
+            ServiceState::Backoff => "backoff",
+        }
+    }
+}
+
+impl std::str::FromStr for ServiceState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| format!("unknown state {s}"))
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a service is defined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// `hermesinit.yaml`.
+    #[default]
+    Native,
+    /// An s6 `run` script.
+    S6,
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceKind::Native => "native",
+            ServiceKind::S6 => "s6",
+        })
+    }
+}
+
+/// Why a request failed, for clients to act on (the text is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A named service is not in the scan directory.
+    NoSuchService,
+    /// The peer may not ask (uid), or the server cannot take it now (connection cap).
+    Refused,
+    /// Not a request: not JSON, an unknown version or op, too large, too slow.
+    BadRequest,
+    /// The container is stopping: nothing is started any more.
+    Stopping,
+}
+
+/// A failed request: its code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    /// down | up | stopping | finishing | backoff
-    pub state: String,
+    pub state: ServiceState,
     pub pid: Option<i32>,
     /// Wall-clock milliseconds since the epoch of the last up/down transition.
     pub since_ms: u64,
@@ -99,8 +195,7 @@ pub struct ServiceStatus {
     pub last_exit: Option<Exit>,
     /// When a restart is pending: milliseconds until it happens.
     pub restart_in_ms: Option<u64>,
-    /// `native` (hermesinit.yaml) or `s6` (run script).
-    pub kind: String,
+    pub kind: ServiceKind,
     pub has_logger: bool,
     /// Since when (wall-clock ms) the service has been crashing without a stable run in
     /// between (the streak the backoff counts); absent when it is not. Added in 0.2 (v1-compatible).
@@ -126,6 +221,9 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `error`: what kind of failure (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
     /// True when a wait ended by its timeout.
     #[serde(default)]
     pub timed_out: bool,
@@ -142,8 +240,12 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn error(msg: impl Into<String>) -> Response {
-        Response { v: VERSION, ok: false, error: Some(msg.into()), ..Default::default() }
+    pub fn error(code: ErrorCode, msg: impl Into<String>) -> Response {
+        Response { v: VERSION, ok: false, error: Some(msg.into()), code: Some(code), ..Default::default() }
+    }
+
+    pub fn failure(f: Failure) -> Response {
+        Response::error(f.code, f.message)
     }
 }
 
@@ -221,7 +323,7 @@ mod tests {
 /// peer check at accept, the connection cap, every deadline and bounded buffers, so PID 1
 /// holds nothing for a peer that is gone, idle, partial or not reading (C-SEC-4).
 pub mod server {
-    use super::{Envelope, Response, VERSION};
+    use super::{Envelope, ErrorCode, MIN_VERSION, Response, VERSION};
     use std::collections::BTreeMap;
     use std::io::{ErrorKind, Read, Write};
     use std::os::fd::{AsRawFd, RawFd};
@@ -398,7 +500,10 @@ pub mod server {
                 if let Some(c) = self.conns.remove(&id) {
                     if c.phase == Phase::Reading {
                         let secs = REQUEST_TIMEOUT.as_secs();
-                        say(&c.stream, &Response::error(format!("no whole request line within {secs} s")));
+                        say(
+                            &c.stream,
+                            &Response::error(ErrorCode::BadRequest, format!("no whole request line within {secs} s")),
+                        );
                     }
                 }
             }
@@ -459,7 +564,7 @@ pub mod server {
 
         /// One refusal line if the socket takes it at once, then close.
         fn refuse(&mut self, stream: UnixStream, now: Instant, why: String) {
-            say(&stream, &Response::error(why.clone()));
+            say(&stream, &Response::error(ErrorCode::Refused, why.clone()));
             self.refusals.note(now, why);
         }
 
@@ -519,7 +624,7 @@ pub mod server {
             let mut line = serde_json::to_vec(resp).unwrap_or_default();
             if line.len() >= MAX_ANSWER {
                 let msg = format!("answer too large ({} bytes, limit {MAX_ANSWER}): name fewer services", line.len());
-                line = serde_json::to_vec(&Response::error(msg)).unwrap_or_default();
+                line = serde_json::to_vec(&Response::error(ErrorCode::BadRequest, msg)).unwrap_or_default();
             }
             line.push(b'\n');
             c.out = line;
@@ -547,7 +652,7 @@ pub mod server {
         }
 
         pub fn error(&mut self, id: u64, msg: String, now: Instant) {
-            self.reply(id, &Response::error(msg), now);
+            self.reply(id, &Response::error(ErrorCode::BadRequest, msg), now);
         }
     }
 
@@ -565,7 +670,7 @@ pub mod server {
     fn parse(line: &[u8]) -> Result<Envelope, String> {
         serde_json::from_slice::<serde_json::Value>(line).map_err(|e| format!("not JSON: {e}")).and_then(|v| {
             match v.get("v").and_then(|x| x.as_u64()) {
-                Some(n) if n == u64::from(VERSION) => {
+                Some(n) if (u64::from(MIN_VERSION)..=u64::from(VERSION)).contains(&n) => {
                     serde_json::from_value::<Envelope>(v).map_err(|e| format!("bad request: {e}"))
                 }
                 Some(n) => Err(format!("protocol version {n} is not supported (this is version {VERSION})")),
@@ -732,7 +837,7 @@ pub mod server {
             assert!(!t.server.is_open(got[0].conn), "hung up: closed (init drops its wait)");
             assert!(t.server.is_open(got[1].conn), "half-closed: still waiting");
             assert_eq!(t.server.deadline(), None, "a pending wait has no server deadline");
-            t.server.reply(got[1].conn, &Response::error("x"), t.now);
+            t.server.reply(got[1].conn, &Response::error(ErrorCode::BadRequest, "x"), t.now);
             assert!(answer(&half).contains("\"error\":\"x\""));
         }
 

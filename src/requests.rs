@@ -71,7 +71,7 @@ impl Requests {
         let resp = match req {
             Request::Status { services } => match cx.sup.status(&services) {
                 Ok(s) => ok(&cx, s),
-                Err(e) => Response::error(e),
+                Err(e) => Response::failure(e),
             },
             Request::Rescan { prune: _ } => {
                 // Removed directories are always dropped (C-S6-4: Hermes sends -an *before* it
@@ -100,7 +100,9 @@ impl Requests {
             Request::Signal { services, signal } if (1..=64).contains(&signal) => {
                 command(&mut cx, &services, Event::Signal(signal), now)
             }
-            Request::Signal { signal, .. } => Response::error(format!("invalid signal {signal}")),
+            Request::Signal { signal, .. } => {
+                Response::error(control::ErrorCode::BadRequest, format!("invalid signal {signal}"))
+            }
         };
         cx.server.reply(id, &resp, now);
         todo
@@ -131,6 +133,6 @@ impl Requests {
 fn command(cx: &mut Ctx, services: &[String], ev: Event, now: Instant) -> Response {
     match cx.sup.command(services, ev, now) {
         Ok(()) => ok(cx, cx.sup.status(services).unwrap_or_default()),
-        Err(e) => Response::error(e),
+        Err(e) => Response::failure(e),
     }
 }

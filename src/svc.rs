@@ -6,7 +6,7 @@
 pub mod health;
 pub mod logs;
 
-use crate::control::{self, Request, Response, ServiceStatus, WaitFor};
+use crate::control::{self, Request, Response, ServiceKind, ServiceStatus, WaitFor};
 use clap::{Parser, Subcommand};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -201,8 +201,10 @@ fn log_dir_of(s: &ServiceStatus, hermes_home: &std::path::Path) -> Result<std::p
     if let Some(d) = &s.log_dir {
         return Ok(d.into());
     }
-    match (s.kind.as_str(), s.name.strip_prefix("gateway-")) {
-        ("native", _) => Err(format!("{}: logging to a file is disabled (its hermesinit.yaml has no log.dir)", s.name)),
+    match (s.kind, s.name.strip_prefix("gateway-")) {
+        (ServiceKind::Native, _) => {
+            Err(format!("{}: logging to a file is disabled (its hermesinit.yaml has no log.dir)", s.name))
+        }
         (_, Some(profile)) => Ok(hermes_home.join("logs/gateways").join(profile)),
         _ if s.has_logger => Err(format!("{}: its log/run decides where it logs; hermesinit cannot tell", s.name)),
         _ => Err(format!("{}: logging to a file is disabled (no log/run; output goes to docker logs)", s.name)),

@@ -343,7 +343,8 @@ fn c_sec_4_other_uids_are_refused_at_accept() {
     let c = Clients::start(&p.sock, 12345, 1, b"", true);
     assert_eq!(c.connected, 1);
     assert!(
-        c.first_answer.starts_with("{\"v\":1,\"ok\":false,\"error\":\"permission denied: uid 12345"),
+        c.first_answer.starts_with("{\"v\":2,\"ok\":false,\"error\":\"permission denied: uid 12345")
+            && c.first_answer.contains("\"code\":\"refused\""),
         "{:?}",
         c.first_answer
     );

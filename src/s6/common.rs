@@ -111,20 +111,20 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Does this error text from PID 1 mean "no such service"?
-fn unknown_service(msg: &str) -> bool {
-    let m = msg.to_ascii_lowercase();
-    m.contains("no such service") || m.contains("unknown service")
+/// An answer with `ok: false` as the s6 tools see it: a service PID 1 does not know is "not
+/// supervised" (by its error code), anything else a refusal with PID 1's words.
+fn failed(r: Response) -> CallError {
+    if r.code == Some(control::ErrorCode::NoSuchService) {
+        return CallError::NotSupervised;
+    }
+    CallError::Refused(r.error.unwrap_or_else(|| "request refused".into()))
 }
 
 /// One request; an answer with `ok: false` becomes an error.
 pub fn call(req: Request) -> Result<Response, CallError> {
     match control::request(req) {
         Ok(r) if r.ok => Ok(r),
-        Ok(r) => {
-            let msg = r.error.unwrap_or_else(|| "request refused".into());
-            Err(if unknown_service(&msg) { CallError::NotSupervised } else { CallError::Refused(msg) })
-        }
+        Ok(r) => Err(failed(r)),
         Err(ClientError::NotRunning(_)) => Err(CallError::NotSupervised),
         Err(e) => Err(CallError::System(e.to_string())),
     }
@@ -209,9 +209,12 @@ mod tests {
     }
 
     #[test]
-    fn pid1_errors_are_classified() {
-        assert!(unknown_service("gateway-x: no such service"));
-        assert!(unknown_service("x: no such service in /run/service"));
-        assert!(!unknown_service("permission denied: uid 1 may not control services"));
+    fn pid1_errors_are_classified_by_code() {
+        use control::ErrorCode;
+        let nss = Response::error(ErrorCode::NoSuchService, "gateway-x: no such service");
+        assert!(matches!(failed(nss), CallError::NotSupervised));
+        // The text alone decides nothing.
+        let refused = Response::error(ErrorCode::Refused, "no such service, says a hostile peer");
+        assert!(matches!(failed(refused), CallError::Refused(m) if m.contains("hostile")));
     }
 }

@@ -2,7 +2,7 @@
 //! the `s6-svstat` renderings of it (Debian's s6 2.11.3: no ` pgid N` in the human line).
 
 use super::common::sig_name;
-use crate::control::ServiceStatus;
+use crate::control::{ServiceState, ServiceStatus};
 
 /// How the last `run` process ended (s6's `wstat`). A service that never ran reads as
 /// `exitcode 0`, as a fresh s6-supervise status file does.
@@ -38,8 +38,8 @@ impl Snapshot {
     /// `normally_up` and `paused` are looked up by the caller: s6-svstat reads the `down` file
     /// itself, at the moment it runs.
     pub fn from_status(s: &ServiceStatus, normally_up: bool, paused: bool) -> Snapshot {
-        let up = s.pid.is_some_and(|p| p > 0) && matches!(s.state.as_str(), "up" | "stopping" | "starting");
-        let finishing = s.state == "finishing";
+        let up = s.pid.is_some_and(|p| p > 0) && matches!(s.state, ServiceState::Up | ServiceState::Stopping);
+        let finishing = s.state == ServiceState::Finishing;
         let wstat = match &s.last_exit {
             Some(e) => match (e.code, e.signal) {
                 (_, Some(sig)) => Wstat::Signaled(sig),
@@ -191,7 +191,7 @@ mod tests {
     fn st(state: &str, pid: Option<i32>, wanted_up: bool, last_exit: Option<Exit>) -> ServiceStatus {
         ServiceStatus {
             name: "svc".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             pid,
             since_ms: 1_000_000,
             wanted_up,

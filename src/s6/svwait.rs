@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn conditions_follow_s6_states() {
-        let s = |state: &str, pid: Option<i32>| ServiceStatus { state: state.into(), pid, ..Default::default() };
+        let s =
+            |state: &str, pid: Option<i32>| ServiceStatus { state: state.parse().unwrap(), pid, ..Default::default() };
         assert!(met(&s("up", Some(3)), Until::Up));
         assert!(met(&s("stopping", Some(3)), Until::Up), "still up until it exits");
         assert!(met(&s("finishing", None), Until::Down));

@@ -42,6 +42,18 @@ pub enum State {
 }
 
 impl State {
+    /// The state as the control protocol spells it.
+    pub fn wire(&self) -> crate::control::ServiceState {
+        use crate::control::ServiceState as W;
+        match self {
+            State::Down => W::Down,
+            State::Up { .. } => W::Up,
+            State::Stopping { .. } => W::Stopping,
+            State::Finishing { .. } => W::Finishing,
+            State::Backoff { .. } => W::Backoff,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             State::Down => "down",

@@ -13,7 +13,7 @@ pub mod servicedir;
 mod supervise;
 
 use crate::config::Config;
-use crate::control::{self, ServiceStatus};
+use crate::control::{self, ErrorCode, Failure, ServiceStatus};
 use crate::creds::Identity;
 use crate::logs::{LineSplitter, RotatingFile, Sink};
 use crate::spawn::{self, Command};
@@ -780,29 +780,36 @@ impl Supervisor {
 
     // ---- control -------------------------------------------------------------------------
 
-    pub fn status(&self, names: &[String]) -> Result<Vec<ServiceStatus>, String> {
+    pub fn status(&self, names: &[String]) -> Result<Vec<ServiceStatus>, Failure> {
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let pick: Vec<&String> = if names.is_empty() { self.slots.keys().collect() } else { names.iter().collect() };
         pick.into_iter()
             .map(|n| {
-                let s = self.slots.get(n).filter(|s| !s.removed).ok_or_else(|| format!("{n}: no such service"))?;
+                let s = self
+                    .slots
+                    .get(n)
+                    .filter(|s| !s.removed)
+                    .ok_or_else(|| Failure::new(ErrorCode::NoSuchService, format!("{n}: no such service")))?;
                 Ok(status_of(n, s, now, wall_now))
             })
             .collect()
     }
 
     /// Apply a control verb to services (all when `names` is empty).
-    pub fn command(&mut self, names: &[String], ev: Event, now: Instant) -> Result<(), String> {
+    pub fn command(&mut self, names: &[String], ev: Event, now: Instant) -> Result<(), Failure> {
         if names.iter().any(|n| self.slots.get(n).is_none_or(|s| s.removed)) {
             self.rescan(now);
         }
         let pick: Vec<String> = if names.is_empty() { self.slots.keys().cloned().collect() } else { names.to_vec() };
         if let Some(bad) = pick.iter().find(|n| self.slots.get(*n).is_none_or(|s| s.removed)) {
-            return Err(format!("{bad}: no such service in {}", self.cfg.scan_dir.display()));
+            return Err(Failure::new(
+                ErrorCode::NoSuchService,
+                format!("{bad}: no such service in {}", self.cfg.scan_dir.display()),
+            ));
         }
         if self.shutting_down && matches!(ev, Event::Up | Event::Once | Event::Restart) {
-            return Err("the container is stopping".into());
+            return Err(Failure::new(ErrorCode::Stopping, "the container is stopping"));
         }
         for n in pick {
             self.event(&n, ev, now);
@@ -860,7 +867,7 @@ fn status_of(name: &str, s: &Slot, now: Instant, wall_now: SystemTime) -> Servic
     let since = wall(s.m.since, wall_now, now);
     ServiceStatus {
         name: name.to_string(),
-        state: s.m.state.name().to_string(),
+        state: s.m.state.wire(),
         pid: s.m.pid(),
         since_ms: since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
         wanted_up: s.m.wanted_up,
@@ -874,7 +881,10 @@ fn status_of(name: &str, s: &Slot, now: Instant, wall_now: SystemTime) -> Servic
             State::Backoff { until } => Some(until.saturating_duration_since(now).as_millis() as u64),
             _ => None,
         },
-        kind: kind_name(&s.dir.kind).to_string(),
+        kind: match s.dir.kind {
+            Kind::Native(_) => control::ServiceKind::Native,
+            Kind::S6 { .. } => control::ServiceKind::S6,
+        },
         has_logger: s.logger.is_some(),
         failing_since_ms: s.m.failing_since.map(|t| {
             wall(t, wall_now, now).duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64

@@ -9,7 +9,7 @@
 //! streak is younger than it, so a single crash never flips the container's health, but a
 //! service that keeps dying after short runs does.
 
-use crate::control::{BootState, Response, ServiceStatus};
+use crate::control::{BootState, Response, ServiceState, ServiceStatus};
 
 pub const DEFAULT_GRACE_S: u64 = 60;
 
@@ -36,7 +36,7 @@ pub fn reasons(r: &Response, now_ms: u64, grace_ms: u64) -> Vec<String> {
     let secs = |from: u64| now_ms.saturating_sub(from) / 1000;
     for s in r.services.iter().filter(|s| s.wanted_up) {
         let failing = s.failing_since_ms.filter(|&t| now_ms.saturating_sub(t) >= grace_ms);
-        if s.state == "up" {
+        if s.state == ServiceState::Up {
             // Up again after crashes: still failing while its run is shorter than the grace.
             if let Some(t) = failing {
                 if now_ms.saturating_sub(s.since_ms) < grace_ms {
@@ -75,7 +75,7 @@ mod tests {
     fn svc(state: &str, since_ago_ms: u64, failing_ago_ms: Option<u64>) -> ServiceStatus {
         ServiceStatus {
             name: "gateway-coder".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             since_ms: NOW - since_ago_ms,
             wanted_up: true,
             failing_since_ms: failing_ago_ms.map(|a| NOW - a),
@@ -129,10 +129,10 @@ mod tests {
         // Up for a moment inside a long streak: still failing; up past the grace: healthy.
         assert_eq!(reasons(&ok(vec![svc("up", 2000, Some(75_000))]), NOW, G).len(), 1);
         assert!(reasons(&ok(vec![svc("up", 61_000, Some(3_600_000))]), NOW, G).is_empty());
-        // Stuck without a crash (e.g. starting) past the grace.
+        // Stuck without a crash (e.g. a stop that never ends) past the grace.
         assert_eq!(
-            reasons(&ok(vec![svc("starting", 90_000, None)]), NOW, G),
-            vec!["gateway-coder: starting for 90 s, wanted up"]
+            reasons(&ok(vec![svc("stopping", 90_000, None)]), NOW, G),
+            vec!["gateway-coder: stopping for 90 s, wanted up"]
         );
     }
 }
