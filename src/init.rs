@@ -351,7 +351,7 @@ impl Init {
                 }
             }
             let paused = self.sup.paused_until(now);
-            let pipes = if paused.is_some() { std::rc::Rc::from([]) } else { self.sup.read_fds() };
+            let pipes = self.sup.read_fds(now);
             for (i, (fd, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }
@@ -413,7 +413,7 @@ impl Init {
     /// C-INIT-3: what services wrote before the stop reaches `docker logs`. Waits for a slow
     /// reader until `deadline`, then reports what could not be delivered.
     fn flush_out(&mut self, deadline: Instant) {
-        self.sup.drain_all();
+        self.sup.drain_all(deadline);
         loop {
             self.sup.stdout.flush();
             self.sup.stderr.flush();

@@ -48,6 +48,11 @@ impl LineSplitter {
         }
     }
 
+    /// Bytes of a partial line held back until its newline comes.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The partial last line, if any (at EOF).
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
         if !self.buf.is_empty() {
@@ -340,6 +345,16 @@ impl Sink {
         self.cap
     }
 
+    /// Bytes that can still be queued without dropping anything.
+    pub fn free(&self) -> usize {
+        self.cap.saturating_sub(self.buf.len())
+    }
+
+    /// The reader has taken nothing for `limit` while data waits for it.
+    pub fn stalled(&self, now: std::time::Instant, limit: std::time::Duration) -> bool {
+        !self.buf.is_empty() && now.saturating_duration_since(self.last_progress) >= limit
+    }
+
     /// Queue one line (newline added) and try to write.
     pub fn line(&mut self, line: &[u8]) {
         self.record(&[line, b"\n"]);
@@ -355,6 +370,10 @@ impl Sink {
                 self.dropped_lines += 1;
                 return;
             }
+        }
+        if self.buf.is_empty() {
+            // The stall clock starts when data starts waiting, not when the buffer last emptied.
+            self.last_progress = std::time::Instant::now();
         }
         for p in parts {
             self.buf.extend(p.iter());
