@@ -67,6 +67,10 @@ struct Init {
     /// How long the last rescan took: bursts are spaced by a multiple of it.
     rescan_cost: Duration,
     is_pid1: bool,
+    /// The background part of the ownership sweep, while it runs.
+    sweep: Option<boot::sweep::Background>,
+    /// It has finished (or there was none): what `svc wait --sweep` waits for.
+    sweep_done: bool,
 }
 
 fn blocked_signals() -> SigSet {
@@ -164,6 +168,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let t0 = Instant::now();
+    // The bulk trees of the ownership sweep are healed in the background, once services run.
+    boot::sweep::SPLIT.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Err(f) = boot::run(&boot::Context { config: &cfg, main_args: &args }) {
         error!("fatal: stopping the container: {}", f.reason);
         return if f.code == 0 { 1 } else { f.code };
@@ -194,6 +200,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rescan_at: None,
         rescan_cost: Duration::ZERO,
         is_pid1,
+        sweep: None,
+        sweep_done: false,
     };
     init.rescan(Instant::now());
     match spawn_main(&args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
@@ -206,6 +214,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
+    init.start_sweep();
     page_out_text();
     init.run()
 }
@@ -327,6 +336,7 @@ enum Token {
     Pipe(usize),
     Stdout,
     Stderr,
+    Sweep,
 }
 
 impl Init {
@@ -349,6 +359,9 @@ impl Init {
                 for (fd, w, id) in s.conn_fds() {
                     add(fd, if w { libc::POLLOUT } else { libc::POLLIN }, Token::Conn(id));
                 }
+            }
+            if let Some(b) = &self.sweep {
+                add(b.done.as_raw_fd(), libc::POLLIN, Token::Sweep);
             }
             let paused = self.sup.paused_until(now);
             let pipes = self.sup.read_fds(now);
@@ -393,6 +406,7 @@ impl Init {
                     Token::Conn(id) => self.conn_event(id, pfd.revents, now),
                     Token::Pipe(i) => self.sup.drain(&pipes[i].1),
                     Token::Stdout => self.sup.stdout.flush(),
+                    Token::Sweep => self.sweep_finished(),
                     Token::Stderr => {
                         self.sup.stderr.flush();
                         crate::logs::flush_stderr();
@@ -522,7 +536,36 @@ impl Init {
     }
 
     /// C-INIT-3: TERM the main program and every service now; KILL what is left after the grace.
+    /// The bulk trees are healed after services and the main program started (what they read
+    /// at start was healed before, synchronously): in a thread, at idle I/O priority.
+    fn start_sweep(&mut self) {
+        let Some(p) = boot::sweep::take_pending() else {
+            self.sweep_done = true;
+            return;
+        };
+        match boot::sweep::Background::start(p) {
+            Ok(b) if self.stopping.is_none() => self.sweep = Some(b),
+            Ok(b) => b.stop(),
+            Err(e) => {
+                warn!("boot: sweep: cannot start the background part: {e}");
+                self.sweep_done = true;
+            }
+        }
+    }
+
+    /// The sweep thread closed its end: it has finished (or stopped).
+    fn sweep_finished(&mut self) {
+        if let Some(b) = self.sweep.take() {
+            let stopped = b.ctl.stop.load(std::sync::atomic::Ordering::Relaxed);
+            b.join();
+            self.sweep_done = !stopped;
+        }
+    }
+
     fn begin_stop(&mut self, now: Instant) {
+        if let Some(b) = &self.sweep {
+            b.stop();
+        }
         let grace = Duration::from_millis(self.cfg.kill_grace_ms);
         self.stopping = Some((now + grace, now + grace + Duration::from_secs(2)));
         if let Some(pid) = self.main_pid {
@@ -649,6 +692,7 @@ impl Init {
             }
             let met = match w.until {
                 WaitFor::Boot => self.boot != BootState::Running,
+                WaitFor::Sweep => self.sweep_done,
                 u => self.sup.wait_met(&w.services, u, w.any),
             };
             let timed_out = !met && w.deadline.is_some_and(|d| d <= now);

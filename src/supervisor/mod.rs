@@ -849,7 +849,7 @@ impl Supervisor {
             // s6's "down": the process is gone (a stopping one still counts as up).
             control::WaitFor::Down => s.m.pid().is_none(),
             control::WaitFor::Finished => s.m.is_idle() && s.finish_pid.is_none(),
-            control::WaitFor::Boot => true,
+            control::WaitFor::Boot | control::WaitFor::Sweep => true,
         };
         // A named service that is gone counts as down/finished.
         let missing = names.iter().filter(|n| !self.slots.contains_key(*n)).count();
