@@ -528,6 +528,27 @@ mod tests {
     }
 
     #[test]
+    fn sink_reports_free_space_and_a_stall_only_while_data_waits() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let mut s = Sink::from_fd(w, 100_000);
+        let limit = Duration::from_millis(20);
+        assert_eq!(s.free(), 100_000);
+        std::thread::sleep(limit * 2);
+        // An empty buffer is never a stall, however long ago the reader last took data.
+        assert!(!s.stalled(std::time::Instant::now(), limit));
+        for _ in 0..2000 {
+            s.line(&[b'a'; 99]); // 200 kB: the 64 kB pipe fills, the rest waits here
+            s.flush();
+        }
+        assert!(s.free() < 100_000 && s.pending());
+        assert!(!s.stalled(std::time::Instant::now(), limit), "data has just started waiting");
+        std::thread::sleep(limit * 2);
+        assert!(s.stalled(std::time::Instant::now(), limit));
+        drop(r);
+    }
+
+    #[test]
     fn sink_drops_whole_lines_when_the_reader_stalls() {
         let (r, w) = nix::unistd::pipe().unwrap();
         nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
