@@ -54,17 +54,34 @@ pub const SUBTREES: &[&str] = &[
     "backups",
 ];
 
-/// Small trees healed before any service starts (profiles hold every gateway's config and
-/// state; `logs/gateways` the files PID 1 writes as hermes).
-pub const SYNC_TREES: &[&str] = &["profiles", "cron", "hooks", "pairing", "platforms/pairing", "logs/gateways"];
+/// Small trees healed before any service starts (`logs/gateways`: the files PID 1 writes as
+/// hermes). `profiles/` is healed like `HERMES_HOME` itself, one profile at a time (see
+/// [`PROFILE_SYNC`]): a profile is a whole Hermes home, its bulk data included.
+pub const SYNC_TREES: &[&str] = &["cron", "hooks", "pairing", "platforms/pairing", "logs/gateways"];
+
+/// Inside each `profiles/<p>/`, before services start: the profile directory with its direct
+/// entries (its config, credentials and state files), these small trees, and `logs` shallow.
+/// The rest of the profile (its sessions, workspace, …) is healed in the background.
+pub const PROFILE_SYNC: &[&str] = &["cron", "hooks", "pairing", "platforms/pairing", "logs/gateways"];
 
 /// Directories healed with their direct entries only before services start (`logs/*.log`).
 pub const SHALLOW: &[&str] = &["logs"];
 
 /// Bulk data trees, healed in the background once services run (`logs` again in full: what
 /// lies deeper than its direct entries, outside `gateways/`, is nobody's start-up file).
-pub const BACKGROUND_TREES: &[&str] =
-    &["workspace", "sessions", "home", "skills", "memories", "plans", "skins", "backups", "lazy-packages", "logs"];
+pub const BACKGROUND_TREES: &[&str] = &[
+    "workspace",
+    "sessions",
+    "home",
+    "skills",
+    "memories",
+    "plans",
+    "skins",
+    "backups",
+    "lazy-packages",
+    "logs",
+    "profiles",
+];
 
 /// Which part of the sweep to walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +277,16 @@ pub fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
 }
 
+/// The real directories in `profiles/` (symlinks and files are left to its shallow visit).
+fn profile_dirs(home: BorrowedFd) -> Vec<CString> {
+    let Ok(dir) = fsx::open_dir_at(home, c"profiles") else { return Vec::new() };
+    fsx::list(dir.as_fd())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| fsx::lstat_at(dir.as_fd(), n).is_ok_and(|st| st.is_dir() && !st.is_symlink()))
+        .collect()
+}
+
 fn is_top_file(name: &[u8]) -> bool {
     TOP_FILES.iter().any(|f| f.as_bytes() == name) || TOP_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
 }
@@ -316,22 +343,32 @@ pub fn walk(
     if part != Part::Background {
         s.top(&fd, home, root);
     }
-    let trees: Vec<(&str, Visit)> = match part {
+    let trees: Vec<(PathBuf, Visit)> = match part {
         Part::All => DIRS_ONLY
             .iter()
-            .map(|r| (*r, Visit::DirOnly))
-            .chain(SUBTREES.iter().map(|r| (*r, Visit::Subtree)))
+            .map(|r| (r.into(), Visit::DirOnly))
+            .chain(SUBTREES.iter().map(|r| (r.into(), Visit::Subtree)))
             .collect(),
-        Part::Sync => DIRS_ONLY
-            .iter()
-            .map(|r| (*r, Visit::DirOnly))
-            .chain(SHALLOW.iter().map(|r| (*r, Visit::Shallow)))
-            .chain(SYNC_TREES.iter().map(|r| (*r, Visit::Subtree)))
-            .collect(),
-        Part::Background => BACKGROUND_TREES.iter().map(|r| (*r, Visit::Subtree)).collect(),
+        Part::Sync => {
+            let mut v: Vec<(PathBuf, Visit)> = DIRS_ONLY
+                .iter()
+                .map(|r| (r.into(), Visit::DirOnly))
+                .chain(SHALLOW.iter().map(|r| (r.into(), Visit::Shallow)))
+                .chain(SYNC_TREES.iter().map(|r| (r.into(), Visit::Subtree)))
+                .collect();
+            v.push(("profiles".into(), Visit::Shallow));
+            for p in profile_dirs(fd.as_fd()) {
+                let base = Path::new("profiles").join(std::ffi::OsStr::from_bytes(p.to_bytes()));
+                v.push((base.clone(), Visit::Shallow));
+                v.push((base.join("logs"), Visit::Shallow));
+                v.extend(PROFILE_SYNC.iter().map(|t| (base.join(t), Visit::Subtree)));
+            }
+            v
+        }
+        Part::Background => BACKGROUND_TREES.iter().map(|r| (r.into(), Visit::Subtree)).collect(),
     };
     for (r, how) in trees {
-        let rel = Path::new(r);
+        let rel = r.as_path();
         match fsx::walk_parent(fd.as_fd(), rel) {
             Ok((parent, name)) => {
                 let dir = parent.map(Arc::new).unwrap_or_else(|| fd.clone());
@@ -773,12 +810,16 @@ mod tests {
         }
         let t = TempDir::new("sweep-split");
         let home = t.path().join("data");
-        for d in ["profiles/p", "logs/deep", "logs/gateways/default", "sessions", "workspace/a"] {
+        for d in
+            ["profiles/p/sessions", "profiles/p/cron", "logs/deep", "logs/gateways/default", "sessions", "workspace/a"]
+        {
             std::fs::create_dir_all(home.join(d)).unwrap();
         }
         let files = [
             "auth.json",
             "profiles/p/config.yaml",
+            "profiles/p/cron/jobs.json",
+            "profiles/p/sessions/s.json",
             "logs/agent.log",
             "logs/deep/x.log",
             "logs/gateways/default/current",
@@ -792,11 +833,19 @@ mod tests {
             chown(&p, (0, 0));
         }
         super::walk(&home, H.0, H.1, true, 2, Part::Sync, None).unwrap();
-        for p in ["", "auth.json", "profiles/p/config.yaml", "logs", "logs/agent.log", "logs/deep"] {
+        for p in [
+            "",
+            "auth.json",
+            "profiles/p/config.yaml",
+            "profiles/p/cron/jobs.json",
+            "logs",
+            "logs/agent.log",
+            "logs/deep",
+        ] {
             assert_eq!(owner(&home.join(p)), H, "healed before services start: {p}");
         }
         assert_eq!(owner(&home.join("logs/gateways/default/current")), H);
-        for p in ["logs/deep/x.log", "sessions", "sessions/s.json", "workspace/a/b"] {
+        for p in ["logs/deep/x.log", "sessions", "sessions/s.json", "workspace/a/b", "profiles/p/sessions/s.json"] {
             assert_eq!(owner(&home.join(p)), (0, 0), "left for the background: {p}");
         }
         let stopped = Control::background();
@@ -808,7 +857,7 @@ mod tests {
         assert!(walk(&home).iter().all(|p| owner(p) == H));
         // sessions/ and workspace/ themselves were healed by the stopped walk (tree roots are
         // looked at before any directory is opened).
-        assert_eq!(c.changed, 4, "{c:?}");
+        assert_eq!(c.changed, 5, "{c:?}");
         assert!(ctl.seen.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 
