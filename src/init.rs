@@ -535,7 +535,6 @@ impl Init {
         }
     }
 
-    /// C-INIT-3: TERM the main program and every service now; KILL what is left after the grace.
     /// The bulk trees are healed after services and the main program started (what they read
     /// at start was healed before, synchronously): in a thread, at idle I/O priority.
     fn start_sweep(&mut self) {
@@ -562,6 +561,8 @@ impl Init {
         }
     }
 
+    /// C-INIT-3: TERM the main program and every service now; KILL what is left after the grace
+    /// (and stop the background sweep).
     fn begin_stop(&mut self, now: Instant) {
         if let Some(b) = &self.sweep {
             b.stop();
