@@ -64,11 +64,14 @@ pub struct LogDefaults {
     pub keep: u32,
     /// Bytes buffered for a slow reader of the container's stdout before lines are dropped.
     pub stdout_buffer_bytes: usize,
+    /// How long the container's stdout reader may take nothing before lines are dropped for
+    /// stdout (until then, services are held back instead: their pipes fill, their writes block).
+    pub stdout_stall_ms: u64,
 }
 
 impl Default for LogDefaults {
     fn default() -> Self {
-        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 256 << 10 }
+        LogDefaults { max_bytes: 1_000_000, keep: 10, stdout_buffer_bytes: 256 << 10, stdout_stall_ms: 1000 }
     }
 }
 
@@ -188,6 +191,13 @@ impl Config {
         f.take("max_services", &mut c.max_services);
         if c.logs.keep == 0 || c.logs.max_bytes < 4096 {
             f.errors.push("logs: keep must be at least 1 and max_bytes at least 4096".into());
+        }
+        // A whole long line (16 KiB) must always fit, or a reader that keeps up would still lose it.
+        if c.logs.stdout_buffer_bytes < 64 << 10 {
+            f.errors.push("logs: stdout_buffer_bytes must be at least 65536".into());
+        }
+        if !(1..=3_600_000).contains(&c.logs.stdout_stall_ms) {
+            f.errors.push("logs: stdout_stall_ms must be between 1 and 3600000".into());
         }
         f.finish(file)?;
         Ok(c)
@@ -400,6 +410,15 @@ mod tests {
         assert!(e.errors.iter().any(|x| x.starts_with("bogus: unknown key")));
         assert!(Config::parse(Path::new("c"), "- a list").is_err());
         assert!(Config::parse(Path::new("c"), "a: [unclosed").is_err());
+    }
+
+    #[test]
+    fn stdout_stall_limit_is_a_validated_log_default() {
+        let c = Config::parse(Path::new("c"), "logs: {stdout_stall_ms: 250}\n").unwrap();
+        assert_eq!((c.logs.stdout_stall_ms, c.logs.keep), (250, LogDefaults::default().keep));
+        assert_eq!(Config::default().logs.stdout_stall_ms, 1000);
+        let e = Config::parse(Path::new("c"), "logs: {stdout_stall_ms: 0, stdout_buffer_bytes: 100}\n").unwrap_err();
+        assert_eq!(e.errors.len(), 2, "{e}");
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub enum WaitFor {
     Finished,
     /// Boot has finished and services were started (readiness of the container).
     Boot,
+    /// The background part of the ownership sweep has finished (or there was none).
+    Sweep,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

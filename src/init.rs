@@ -55,6 +55,10 @@ struct Init {
     /// How long the last rescan took: bursts are spaced by a multiple of it.
     rescan_cost: Duration,
     is_pid1: bool,
+    /// The background part of the ownership sweep, while it runs.
+    sweep: Option<boot::sweep::Background>,
+    /// It has finished (or there was none): what `svc wait --sweep` waits for.
+    sweep_done: bool,
 }
 
 fn blocked_signals() -> SigSet {
@@ -158,6 +162,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let t0 = Instant::now();
+    // The bulk trees of the ownership sweep are healed in the background, once services run.
+    boot::sweep::SPLIT.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Err(f) = boot::run(&boot::Context { config: &cfg, main_args: &args }) {
         error!("fatal: stopping the container: {}", f.reason);
         return if f.code == 0 { 1 } else { f.code };
@@ -187,6 +193,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rescan_at: None,
         rescan_cost: Duration::ZERO,
         is_pid1,
+        sweep: None,
+        sweep_done: false,
     };
     init.rescan(Instant::now());
     match spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
@@ -198,6 +206,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
+    init.start_sweep();
     page_out_text();
     init.run()
 }
@@ -322,6 +331,7 @@ enum Token {
     Pipe(usize),
     Stdout,
     Stderr,
+    Sweep,
 }
 
 impl Init {
@@ -354,8 +364,11 @@ impl Init {
                     add(fd, libc::POLLIN, Token::Listener);
                 }
             }
+            if let Some(b) = &self.sweep {
+                add(b.done.as_raw_fd(), libc::POLLIN, Token::Sweep);
+            }
             let paused = self.sup.paused_until(now);
-            let pipes = if paused.is_some() { std::rc::Rc::from([]) } else { self.sup.read_fds() };
+            let pipes = self.sup.read_fds(now);
             for (i, (fd, _, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }
@@ -394,6 +407,7 @@ impl Init {
                     Token::Pipe(i) if pipes[i].2 => self.sup.control_input(&pipes[i].1, now),
                     Token::Pipe(i) => self.sup.drain(&pipes[i].1),
                     Token::Stdout => self.sup.stdout.flush(),
+                    Token::Sweep => self.sweep_finished(),
                     Token::Stderr => {
                         self.sup.stderr.flush();
                         crate::logs::flush_stderr();
@@ -417,7 +431,7 @@ impl Init {
     /// C-INIT-3: what services wrote before the stop reaches `docker logs`. Waits for a slow
     /// reader until `deadline`, then reports what could not be delivered.
     fn flush_out(&mut self, deadline: Instant) {
-        self.sup.drain_all();
+        self.sup.drain_all(deadline);
         loop {
             self.sup.stdout.flush();
             self.sup.stderr.flush();
@@ -528,7 +542,34 @@ impl Init {
     fn ctx(&mut self) -> Option<Ctx<'_>> {
         let stopping = self.shutdown.stopping();
         let main_pid = self.main_pid.map(|p| p.as_raw());
-        Some(Ctx { sup: &mut self.sup, server: self.server.as_mut()?, boot: self.boot, stopping, main_pid })
+        let sweep_done = self.sweep_done;
+        Some(Ctx { sup: &mut self.sup, server: self.server.as_mut()?, boot: self.boot, stopping, main_pid, sweep_done })
+    }
+
+    /// The bulk trees are healed after services and the main program started (what they read
+    /// at start was healed before, synchronously): in a thread, at idle I/O priority.
+    fn start_sweep(&mut self) {
+        let Some(p) = boot::sweep::take_pending() else {
+            self.sweep_done = true;
+            return;
+        };
+        match boot::sweep::Background::start(p) {
+            Ok(b) if !self.shutdown.stopping() => self.sweep = Some(b),
+            Ok(b) => b.stop(),
+            Err(e) => {
+                warn!("boot: sweep: cannot start the background part: {e}");
+                self.sweep_done = true;
+            }
+        }
+    }
+
+    /// The sweep thread closed its end: it has finished (or stopped).
+    fn sweep_finished(&mut self) {
+        if let Some(b) = self.sweep.take() {
+            let stopped = b.ctl.stop.load(std::sync::atomic::Ordering::Relaxed);
+            b.join();
+            self.sweep_done = !stopped;
+        }
     }
 
     fn conn_event(&mut self, id: u64, revents: libc::c_short, now: Instant) {
@@ -565,14 +606,16 @@ impl Init {
         for action in self.shutdown.on(ev, now) {
             match action {
                 StopAction::TermOurs => {
+                    // The background sweep stops at once: a `docker stop` never waits for it.
+                    if let Some(b) = &self.sweep {
+                        b.stop();
+                    }
                     if let Some(pid) = self.main_pid {
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
                     }
                     self.sup.shutdown(now);
                 }
-                // -1 from PID 1 reaches every other process of the namespace (orphans, stray
-                // daemons); the machine sends this only when we are PID 1.
                 StopAction::TermRest => self.signal_rest(Signal::SIGTERM),
                 StopAction::KillAll => {
                     warn!("grace period over: killing what is left");

@@ -48,6 +48,11 @@ impl LineSplitter {
         }
     }
 
+    /// Bytes of a partial line held back until its newline comes.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The partial last line, if any (at EOF).
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
         if !self.buf.is_empty() {
@@ -339,6 +344,16 @@ impl Sink {
         self.cap
     }
 
+    /// Bytes that can still be queued without dropping anything.
+    pub fn free(&self) -> usize {
+        self.cap.saturating_sub(self.buf.len())
+    }
+
+    /// The reader has taken nothing for `limit` while data waits for it.
+    pub fn stalled(&self, now: std::time::Instant, limit: std::time::Duration) -> bool {
+        !self.buf.is_empty() && now.saturating_duration_since(self.last_progress) >= limit
+    }
+
     /// Queue one line (newline added) and try to write.
     pub fn line(&mut self, line: &[u8]) {
         self.record(&[line, b"\n"]);
@@ -354,6 +369,10 @@ impl Sink {
                 self.dropped_lines += 1;
                 return;
             }
+        }
+        if self.buf.is_empty() {
+            // The stall clock starts when data starts waiting, not when the buffer last emptied.
+            self.last_progress = std::time::Instant::now();
         }
         for p in parts {
             self.buf.extend(p.iter());
@@ -505,6 +524,27 @@ mod tests {
         let cur = std::fs::read_to_string(dir.join("current")).unwrap();
         assert!(cur.ends_with("line 039 ........\n"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sink_reports_free_space_and_a_stall_only_while_data_waits() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let mut s = Sink::from_fd(w, 100_000);
+        let limit = Duration::from_millis(20);
+        assert_eq!(s.free(), 100_000);
+        std::thread::sleep(limit * 2);
+        // An empty buffer is never a stall, however long ago the reader last took data.
+        assert!(!s.stalled(std::time::Instant::now(), limit));
+        for _ in 0..2000 {
+            s.line(&[b'a'; 99]); // 200 kB: the 64 kB pipe fills, the rest waits here
+            s.flush();
+        }
+        assert!(s.free() < 100_000 && s.pending());
+        assert!(!s.stalled(std::time::Instant::now(), limit), "data has just started waiting");
+        std::thread::sleep(limit * 2);
+        assert!(s.stalled(std::time::Instant::now(), limit));
+        drop(r);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Ctx<'a> {
     pub boot: BootState,
     pub stopping: bool,
     pub main_pid: Option<i32>,
+    /// The background part of the ownership sweep has finished (`svc wait --sweep`).
+    pub sweep_done: bool,
 }
 
 /// Something only the loop can do for a request.
@@ -116,6 +118,7 @@ impl Requests {
             }
             let met = match w.until {
                 WaitFor::Boot => cx.boot != BootState::Running,
+                WaitFor::Sweep => cx.sweep_done,
                 u => cx.sup.wait_met(&w.services, u, w.any),
             };
             let timed_out = !met && w.deadline.is_some_and(|d| d <= now);

@@ -36,13 +36,16 @@ enum Cmd {
     List,
     /// Wait until services are up / down, or until boot has finished.
     Wait {
-        #[arg(long, conflicts_with_all = ["down", "boot"])]
+        #[arg(long, conflicts_with_all = ["down", "boot", "sweep"])]
         up: bool,
         #[arg(long, conflicts_with = "boot")]
         down: bool,
         /// Boot finished and services were started: the container is ready.
         #[arg(long)]
         boot: bool,
+        /// The background part of the ownership sweep (bulk data trees) has finished.
+        #[arg(long, conflicts_with_all = ["down", "boot"])]
+        sweep: bool,
         /// Return when any of the services is there (default: all).
         #[arg(long)]
         any: bool,
@@ -128,8 +131,10 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         Cmd::Logs { lines, follow, since, raw, service } => {
             return logs_main(&service, &logs::Options { lines, follow, since, raw });
         }
-        Cmd::Wait { up, down, boot, any, timeout, services } => {
-            let until = if boot || (!up && !down && services.is_empty()) {
+        Cmd::Wait { up, down, boot, sweep, any, timeout, services } => {
+            let until = if sweep {
+                WaitFor::Sweep
+            } else if boot || (!up && !down && services.is_empty()) {
                 WaitFor::Boot
             } else if down {
                 WaitFor::Down

@@ -482,7 +482,7 @@ fn config() -> impl Strategy<Value = Config> {
                     kill_grace_ms: kill,
                     stop_timeout_ms: stop,
                     backoff: Backoff { first_ms: b[0], base_ms: b[1], max_ms: b[2], reset_after_ms: b[3] },
-                    logs: LogDefaults { max_bytes: l.0, keep: l.1, stdout_buffer_bytes: l.2 },
+                    logs: LogDefaults { max_bytes: l.0, keep: l.1, stdout_buffer_bytes: l.2, ..LogDefaults::default() },
                     s6_compat: s6,
                     env_dir,
                     cont_init_dir: ci,

@@ -72,7 +72,7 @@ mod seed;
 mod skills;
 mod stamp;
 mod state;
-mod sweep;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testutil;
 mod volume;
@@ -605,7 +605,13 @@ impl Boot<'_> {
             }
             None => sweep::workers(),
         };
-        let c = sweep::sweep_with(&home, self.hermes.uid, self.hermes.gid, self.root, threads).map_err(StepErr::new)?;
+        let (uid, gid, fix) = (self.hermes.uid, self.hermes.gid, self.root);
+        let split = sweep::SPLIT.load(std::sync::atomic::Ordering::Relaxed);
+        let part = if split { sweep::Part::Sync } else { sweep::Part::All };
+        let c = sweep::walk(&home, uid, gid, fix, threads, part, None).map_err(StepErr::new)?;
+        if split {
+            sweep::set_pending(sweep::Pending { home: home.clone(), uid, gid, fix, threads });
+        }
         if !self.root && c.wrong > 0 {
             warn!(
                 "boot: sweep: {} entries under {} are not hermes-owned and cannot be fixed without root",
@@ -613,7 +619,7 @@ impl Boot<'_> {
                 home.display()
             );
         }
-        Ok(c.summary())
+        Ok(if split { format!("{} (bulk trees next, in the background)", c.summary()) } else { c.summary() })
     }
 
     fn step_seed(&mut self) -> StepResult {

@@ -13,6 +13,15 @@
 //! - the walk is fd-relative (`openat(O_NOFOLLOW)` + `statx`), so a directory swapped for a
 //!   symlink mid-walk cannot redirect it.
 //!
+//! **Two parts** (readiness does not depend on the volume's size): the synchronous part, before
+//! any service starts, heals what a service reads or writes when it starts — `HERMES_HOME`, its
+//! state files, `platforms/`, `logs/` and its direct entries, and the small trees
+//! ([`SYNC_TREES`]); the background part ([`BACKGROUND_TREES`], the bulk data) runs in a thread
+//! after the services and the main program started, at idle I/O priority, and stops at once
+//! when the container stops (a flag checked per directory). The background thread never reaps
+//! and never touches signals (they stay blocked in it, as in every PID 1 thread); it walks with
+//! the same fd-relative, no-follow, same-mount rules.
+//!
 //! Top-level files also get owner read+write (upstream: a `0444` `SOUL.md` broke config
 //! migration), and `.env` (API keys) loses group/other permissions, as upstream's stage2-hook.
 
@@ -44,6 +53,89 @@ pub const SUBTREES: &[&str] = &[
     "lazy-packages",
     "backups",
 ];
+
+/// Small trees healed before any service starts (`logs/gateways`: the files PID 1 writes as
+/// hermes). `profiles/` is healed like `HERMES_HOME` itself, one profile at a time (see
+/// [`PROFILE_SYNC`]): a profile is a whole Hermes home, its bulk data included.
+pub const SYNC_TREES: &[&str] = &["cron", "hooks", "pairing", "platforms/pairing", "logs/gateways"];
+
+/// Inside each `profiles/<p>/`, before services start: the profile directory with its direct
+/// entries (its config, credentials and state files), these small trees, and `logs` shallow.
+/// The rest of the profile (its sessions, workspace, …) is healed in the background.
+pub const PROFILE_SYNC: &[&str] = &["cron", "hooks", "pairing", "platforms/pairing", "logs/gateways"];
+
+/// Directories healed with their direct entries only before services start (`logs/*.log`).
+pub const SHALLOW: &[&str] = &["logs"];
+
+/// Bulk data trees, healed in the background once services run (`logs` again in full: what
+/// lies deeper than its direct entries, outside `gateways/`, is nobody's start-up file).
+pub const BACKGROUND_TREES: &[&str] = &[
+    "workspace",
+    "sessions",
+    "home",
+    "skills",
+    "memories",
+    "plans",
+    "skins",
+    "backups",
+    "lazy-packages",
+    "logs",
+    "profiles",
+];
+
+/// Which part of the sweep to walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything, in one walk (tests, and `HERMESINIT_SWEEP=sync`-less callers).
+    All,
+    /// Before services start.
+    Sync,
+    /// After services start.
+    Background,
+}
+
+/// Shared with a background sweep: the stop flag (checked per directory) and progress.
+#[derive(Default)]
+pub struct Control {
+    pub stop: std::sync::atomic::AtomicBool,
+    pub seen: std::sync::atomic::AtomicU64,
+    pub fixed: std::sync::atomic::AtomicU64,
+    /// Log progress every 5 s (a background sweep), from whichever worker sees it is due.
+    progress: Option<(std::time::Instant, std::sync::atomic::AtomicU64)>,
+    /// Walk at idle I/O priority (every worker thread sets it for itself).
+    idle: bool,
+}
+
+impl Control {
+    pub fn background() -> Control {
+        Control { progress: Some((std::time::Instant::now(), 5000.into())), idle: true, ..Default::default() }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn account(&self, seen: u64, fixed: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = self.seen.fetch_add(seen, Relaxed) + seen;
+        let fixed = self.fixed.fetch_add(fixed, Relaxed) + fixed;
+        if let Some((t0, next)) = &self.progress {
+            let ms = t0.elapsed().as_millis() as u64;
+            let due = next.load(Relaxed);
+            if ms >= due && next.compare_exchange(due, ms + 5000, Relaxed, Relaxed).is_ok() {
+                info!("sweep: background: {seen} entries seen, {fixed} fixed so far ({:.1} s)", ms as f64 / 1000.0);
+            }
+        }
+    }
+}
+
+/// IOPRIO_CLASS_IDLE for the calling thread (an ioprio is per thread on Linux).
+fn idle_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    // SAFETY: a plain syscall with integer arguments; who = 0 is the calling thread.
+    unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, IOPRIO_CLASS_IDLE << 13) };
+}
 
 /// Directories made hermes-owned themselves, not their contents.
 pub const DIRS_ONLY: &[&str] = &["platforms"];
@@ -123,9 +215,9 @@ struct Sweeper {
 /// resolves a path: a directory is opened relative to the one it was found in.
 enum Job {
     /// Open `name` in `parent` (looked at as `expect`: dev, ino) and process its entries.
-    Dir { parent: Arc<OwnedFd>, name: CString, path: PathBuf, expect: ((u32, u32), u64), depth: usize },
+    Dir { parent: Arc<OwnedFd>, name: CString, path: PathBuf, expect: ((u32, u32), u64), depth: usize, inner: Visit },
     /// A slice of the entries of an open directory (a huge flat directory is shared out).
-    Entries { dir: Arc<OwnedFd>, path: Arc<PathBuf>, names: Vec<CString>, depth: usize },
+    Entries { dir: Arc<OwnedFd>, path: Arc<PathBuf>, names: Vec<CString>, depth: usize, inner: Visit },
 }
 
 /// Entries per job: big enough to amortise the queue, small enough to share a flat directory.
@@ -133,13 +225,17 @@ const CHUNK: usize = 1024;
 
 /// The shared stack of jobs (LIFO: depth first, so few directories are open at once) and how
 /// many workers are busy; when it is empty and nobody is busy, the walk is over.
-struct Pool {
+struct Pool<'a> {
     state: Mutex<(Vec<Job>, usize)>,
     cv: Condvar,
+    ctl: Option<&'a Control>,
 }
 
-impl Pool {
+impl Pool<'_> {
     fn worker(&self, mut s: Sweeper) -> Sweeper {
+        if self.ctl.is_some_and(|c| c.idle) {
+            idle_io_priority();
+        }
         loop {
             let job = {
                 let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,7 +251,16 @@ impl Pool {
                     g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            s.run(job);
+            match self.ctl {
+                // Stopping: the remaining jobs are dropped unread (each holds one descriptor).
+                Some(c) if c.stopped() => drop(job),
+                Some(c) => {
+                    let before = (s.c.scanned, s.c.changed);
+                    s.run(job);
+                    c.account(s.c.scanned - before.0, s.c.changed - before.1);
+                }
+                None => s.run(job),
+            }
             let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let found = !s.out.is_empty();
             g.0.append(&mut s.out);
@@ -172,6 +277,16 @@ pub fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
 }
 
+/// The real directories in `profiles/` (symlinks and files are left to its shallow visit).
+fn profile_dirs(home: BorrowedFd) -> Vec<CString> {
+    let Ok(dir) = fsx::open_dir_at(home, c"profiles") else { return Vec::new() };
+    fsx::list(dir.as_fd())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| fsx::lstat_at(dir.as_fd(), n).is_ok_and(|st| st.is_dir() && !st.is_symlink()))
+        .collect()
+}
+
 fn is_top_file(name: &[u8]) -> bool {
     TOP_FILES.iter().any(|f| f.as_bytes() == name) || TOP_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
 }
@@ -185,6 +300,19 @@ pub fn sweep(home: &Path, uid: u32, gid: u32, fix: bool) -> Result<Counts, Strin
 /// Sweep `home`. `Err` is fatal (C-BOOT-6): `HERMES_HOME` cannot be opened, or an error that
 /// is not a rootless/read-only refusal happened (reported after the walk finished).
 pub fn sweep_with(home: &Path, uid: u32, gid: u32, fix: bool, threads: usize) -> Result<Counts, String> {
+    walk(home, uid, gid, fix, threads, Part::All, None)
+}
+
+/// Walk one part of the sweep. `ctl`: a background walk's stop flag and progress.
+pub fn walk(
+    home: &Path,
+    uid: u32,
+    gid: u32,
+    fix: bool,
+    threads: usize,
+    part: Part,
+    ctl: Option<&Control>,
+) -> Result<Counts, String> {
     let fd = match fsx::open_dir_path(home) {
         Ok(fd) => Arc::new(fd),
         Err(e) if fsx::is_soft(&e) => {
@@ -212,27 +340,35 @@ pub fn sweep_with(home: &Path, uid: u32, gid: u32, fix: bool, threads: usize) ->
         out: Vec::new(),
     };
     let mut s = new();
-    s.c.scanned += 1;
-    if !root.owned_by(uid, gid) {
-        s.c.wrong += 1;
-        if fix {
-            match fsx::fchown(fd.as_fd(), uid, gid) {
-                Ok(()) => s.c.changed += 1,
-                Err(e) => s.failure(home, e),
-            }
-        }
+    if part != Part::Background {
+        s.top(&fd, home, root);
     }
-    // Top-level state files: one listing of HERMES_HOME, matched against the lists.
-    match fsx::list(fd.as_fd()) {
-        Ok(names) => {
-            for name in names.iter().filter(|n| is_top_file(n.to_bytes())) {
-                s.visit(&fd, home, name, Visit::TopFile, 0);
+    let trees: Vec<(PathBuf, Visit)> = match part {
+        Part::All => DIRS_ONLY
+            .iter()
+            .map(|r| (r.into(), Visit::DirOnly))
+            .chain(SUBTREES.iter().map(|r| (r.into(), Visit::Subtree)))
+            .collect(),
+        Part::Sync => {
+            let mut v: Vec<(PathBuf, Visit)> = DIRS_ONLY
+                .iter()
+                .map(|r| (r.into(), Visit::DirOnly))
+                .chain(SHALLOW.iter().map(|r| (r.into(), Visit::Shallow)))
+                .chain(SYNC_TREES.iter().map(|r| (r.into(), Visit::Subtree)))
+                .collect();
+            v.push(("profiles".into(), Visit::Shallow));
+            for p in profile_dirs(fd.as_fd()) {
+                let base = Path::new("profiles").join(std::ffi::OsStr::from_bytes(p.to_bytes()));
+                v.push((base.clone(), Visit::Shallow));
+                v.push((base.join("logs"), Visit::Shallow));
+                v.extend(PROFILE_SYNC.iter().map(|t| (base.join(t), Visit::Subtree)));
             }
+            v
         }
-        Err(e) => s.failure(home, e),
-    }
-    for (r, how) in DIRS_ONLY.iter().map(|r| (r, Visit::DirOnly)).chain(SUBTREES.iter().map(|r| (r, Visit::Subtree))) {
-        let rel = Path::new(r);
+        Part::Background => BACKGROUND_TREES.iter().map(|r| (r.into(), Visit::Subtree)).collect(),
+    };
+    for (r, how) in trees {
+        let rel = r.as_path();
         match fsx::walk_parent(fd.as_fd(), rel) {
             Ok((parent, name)) => {
                 let dir = parent.map(Arc::new).unwrap_or_else(|| fd.clone());
@@ -246,9 +382,9 @@ pub fn sweep_with(home: &Path, uid: u32, gid: u32, fix: bool, threads: usize) ->
             Err((comp, e)) => s.failure(&home.join(comp), e),
         }
     }
-    // The subtrees' contents, shared out over a few threads (all joined before returning, so
-    // PID 1 is single-threaded again when it forks hooks and services).
-    let pool = Pool { state: Mutex::new((std::mem::take(&mut s.out), 0)), cv: Condvar::new() };
+    // The subtrees' contents, shared out over a few threads (all joined before returning: the
+    // synchronous part leaves PID 1 single-threaded again when it forks hooks and services).
+    let pool = Pool { state: Mutex::new((std::mem::take(&mut s.out), 0)), cv: Condvar::new(), ctl };
     let mut done = vec![s];
     std::thread::scope(|sc| {
         let helpers: Vec<_> = (1..threads.max(1))
@@ -282,6 +418,78 @@ pub fn sweep_with(home: &Path, uid: u32, gid: u32, fix: bool, threads: usize) ->
     Ok(c)
 }
 
+/// What the synchronous part left for the background, taken by init once services run.
+pub struct Pending {
+    pub home: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub fix: bool,
+    pub threads: usize,
+}
+
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+
+/// Set by PID 1 (init) before boot: split the sweep. Other callers sweep everything at once.
+pub static SPLIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leave the background part for [`take_pending`] (the boot step, after the synchronous part).
+pub fn set_pending(p: Pending) {
+    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+}
+
+/// The background part boot left, if any (none when the sweep step was skipped or failed).
+pub fn take_pending() -> Option<Pending> {
+    PENDING.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// A background sweep running in its own thread. Its end (or its stop) closes `done`'s write
+/// end, so PID 1's poll loop sees the read end hang up.
+pub struct Background {
+    pub ctl: Arc<Control>,
+    /// The read end: POLLHUP once the thread is done.
+    pub done: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Start it. The thread logs one line at the end, `boot: sweep=done: …` with its counts and
+    /// duration. (`container-boot.log` is not written: C-BOOT-9 fixes its format, one line per
+    /// slot per boot, and that line is written before the background part ends.)
+    pub fn start(p: Pending) -> io::Result<Background> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let ctl = Arc::new(Control::background());
+        let c2 = ctl.clone();
+        let thread = std::thread::Builder::new().name("sweep".into()).spawn(move || {
+            let t0 = std::time::Instant::now();
+            let r = walk(&p.home, p.uid, p.gid, p.fix, p.threads, Part::Background, Some(&c2));
+            let secs = t0.elapsed().as_secs_f64();
+            match r {
+                _ if c2.stopped() => info!(
+                    "sweep: background: stopped (the container is stopping) after {} entries, {} fixed ({secs:.1} s)",
+                    c2.seen.load(std::sync::atomic::Ordering::Relaxed),
+                    c2.fixed.load(std::sync::atomic::Ordering::Relaxed)
+                ),
+                Ok(c) => info!("boot: sweep=done: background part: {} ({secs:.1} s)", c.summary()),
+                Err(e) => warn!("sweep: background: {e} ({secs:.1} s)"),
+            }
+            drop(w);
+        })?;
+        Ok(Background { ctl, done: r, thread: Some(thread) })
+    }
+
+    /// Ask it to stop (the container is stopping): it drops the directories it has not opened.
+    pub fn stop(&self) {
+        self.ctl.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wait for the thread (after `done` hung up: it has finished).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Visit {
     /// A listed top-level file: owner, and mode fixes.
@@ -290,11 +498,38 @@ enum Visit {
     DirOnly,
     /// A listed directory and everything in it.
     Subtree,
+    /// A listed directory and its direct entries.
+    Shallow,
     /// An entry inside a subtree.
     Inner,
+    /// A direct entry of a `Shallow` directory: as `Inner`, never descended into.
+    Flat,
 }
 
 impl Sweeper {
+    /// `HERMES_HOME` itself and its listed state files.
+    fn top(&mut self, fd: &Arc<OwnedFd>, home: &Path, root: Stat) {
+        self.c.scanned += 1;
+        if !root.owned_by(self.uid, self.gid) {
+            self.c.wrong += 1;
+            if self.fix {
+                match fsx::fchown(fd.as_fd(), self.uid, self.gid) {
+                    Ok(()) => self.c.changed += 1,
+                    Err(e) => self.failure(home, e),
+                }
+            }
+        }
+        // Top-level state files: one listing of HERMES_HOME, matched against the lists.
+        match fsx::list(fd.as_fd()) {
+            Ok(names) => {
+                for name in names.iter().filter(|n| is_top_file(n.to_bytes())) {
+                    self.visit(fd, home, name, Visit::TopFile, 0);
+                }
+            }
+            Err(e) => self.failure(home, e),
+        }
+    }
+
     fn refuse(&mut self, path: &Path, listed: bool) {
         self.c.refused += 1;
         if listed || self.logged_refusals < LOG_LIMIT {
@@ -328,7 +563,7 @@ impl Sweeper {
         };
         self.c.scanned += 1;
         if st.is_symlink() {
-            if how != Visit::Inner {
+            if !matches!(how, Visit::Inner | Visit::Flat) {
                 // A listed path that is a symlink (a symlinked auth.json): left alone entirely.
                 self.refuse(&path(), true);
                 return;
@@ -358,7 +593,7 @@ impl Sweeper {
             self.fix_mode(dir.as_fd(), name, &st, &path());
             return;
         }
-        if !st.is_dir() || st.is_symlink() || how == Visit::DirOnly {
+        if !st.is_dir() || st.is_symlink() || matches!(how, Visit::DirOnly | Visit::Flat) {
             return;
         }
         if depth >= MAX_DEPTH {
@@ -372,12 +607,13 @@ impl Sweeper {
             path: path(),
             expect: (st.dev, st.ino),
             depth: depth + 1,
+            inner: if how == Visit::Shallow { Visit::Flat } else { Visit::Inner },
         });
     }
 
     fn run(&mut self, job: Job) {
         match job {
-            Job::Dir { parent, name, path, expect, depth } => {
+            Job::Dir { parent, name, path, expect, depth, inner } => {
                 let fd = match fsx::open_dir_at(parent.as_fd(), &name) {
                     Ok(fd) => fd,
                     Err(e) if fsx::is_symlink_refusal(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
@@ -400,17 +636,17 @@ impl Sweeper {
                 let path = Arc::new(path);
                 while names.len() > CHUNK {
                     let rest = names.split_off(names.len() - CHUNK);
-                    self.out.push(Job::Entries { dir: dir.clone(), path: path.clone(), names: rest, depth });
+                    self.out.push(Job::Entries { dir: dir.clone(), path: path.clone(), names: rest, depth, inner });
                 }
-                self.entries(&dir, &path, &names, depth);
+                self.entries(&dir, &path, &names, depth, inner);
             }
-            Job::Entries { dir, path, names, depth } => self.entries(&dir, &path, &names, depth),
+            Job::Entries { dir, path, names, depth, inner } => self.entries(&dir, &path, &names, depth, inner),
         }
     }
 
-    fn entries(&mut self, dir: &Arc<OwnedFd>, path: &Path, names: &[CString], depth: usize) {
+    fn entries(&mut self, dir: &Arc<OwnedFd>, path: &Path, names: &[CString], depth: usize, inner: Visit) {
         for name in names {
-            self.visit(dir, path, name, Visit::Inner, depth);
+            self.visit(dir, path, name, inner, depth);
         }
     }
 
@@ -561,6 +797,68 @@ mod tests {
         assert!(all.iter().all(|p| owner(p) == H));
         let again = sweep_with(&home, H.0, H.1, true, 1).unwrap();
         assert_eq!((again.scanned, again.changed), (all.len() as u64, 0));
+    }
+
+    /// The synchronous part heals what services read at start (state files, profiles, the
+    /// logs directory's direct entries, gateway logs) and nothing of the bulk trees; a stopped
+    /// background walk opens no directory; a running one heals the rest and counts progress.
+    #[test]
+    fn c_boot_3_split_sweep_heals_start_up_files_first_and_stops_when_asked() {
+        if !is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let t = TempDir::new("sweep-split");
+        let home = t.path().join("data");
+        for d in
+            ["profiles/p/sessions", "profiles/p/cron", "logs/deep", "logs/gateways/default", "sessions", "workspace/a"]
+        {
+            std::fs::create_dir_all(home.join(d)).unwrap();
+        }
+        let files = [
+            "auth.json",
+            "profiles/p/config.yaml",
+            "profiles/p/cron/jobs.json",
+            "profiles/p/sessions/s.json",
+            "logs/agent.log",
+            "logs/deep/x.log",
+            "logs/gateways/default/current",
+            "sessions/s.json",
+            "workspace/a/b",
+        ];
+        for f in files {
+            std::fs::write(home.join(f), "x").unwrap();
+        }
+        for p in walk(&home) {
+            chown(&p, (0, 0));
+        }
+        super::walk(&home, H.0, H.1, true, 2, Part::Sync, None).unwrap();
+        for p in [
+            "",
+            "auth.json",
+            "profiles/p/config.yaml",
+            "profiles/p/cron/jobs.json",
+            "logs",
+            "logs/agent.log",
+            "logs/deep",
+        ] {
+            assert_eq!(owner(&home.join(p)), H, "healed before services start: {p}");
+        }
+        assert_eq!(owner(&home.join("logs/gateways/default/current")), H);
+        for p in ["logs/deep/x.log", "sessions", "sessions/s.json", "workspace/a/b", "profiles/p/sessions/s.json"] {
+            assert_eq!(owner(&home.join(p)), (0, 0), "left for the background: {p}");
+        }
+        let stopped = Control::background();
+        stopped.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        super::walk(&home, H.0, H.1, true, 2, Part::Background, Some(&stopped)).unwrap();
+        assert_eq!(owner(&home.join("sessions/s.json")), (0, 0), "a stopped walk opens no directory");
+        let ctl = Control::background();
+        let c = super::walk(&home, H.0, H.1, true, 2, Part::Background, Some(&ctl)).unwrap();
+        assert!(walk(&home).iter().all(|p| owner(p) == H));
+        // sessions/ and workspace/ themselves were healed by the stopped walk (tree roots are
+        // looked at before any directory is opened).
+        assert_eq!(c.changed, 5, "{c:?}");
+        assert!(ctl.seen.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 
     fn walk(p: &Path) -> Vec<PathBuf> {

@@ -40,6 +40,9 @@ struct Fanout {
     split: LineSplitter,
     file: Option<RotatingFile>,
     to: Option<Stream>,
+    /// The writer exited: the partial last line is flushed once the pipe is read empty (it may
+    /// still hold data the container's stdout could not take yet).
+    flush_when_empty: bool,
 }
 
 struct Logger {
@@ -72,13 +75,15 @@ pub struct Supervisor {
     base_env: Vec<(OsString, OsString)>,
     shutting_down: bool,
     dropped_reported: u64,
+    /// Lines are being dropped for a stalled reader (reported when it starts and when it ends).
+    dropping: bool,
     /// Slots that failed to load, by what they looked like then (C-SEC-5).
     failed: HashMap<String, servicedir::Fingerprint>,
     over_limit_reported: usize,
     pipes_failing: bool,
     scan_unreadable: bool,
-    /// `read_fds`' answer, until the slot table changes.
-    read_fds: Option<std::rc::Rc<[(RawFd, String, bool)]>>,
+    /// `read_fds`' answer for a set of held-back streams, until the slot table changes.
+    read_fds: Option<(u8, ReadFds)>,
     supervise_failing: bool,
     /// Descriptors the slots hold, and PID 1's limit on open files.
     fds: usize,
@@ -87,6 +92,13 @@ pub struct Supervisor {
 
 /// Descriptors kept free of slots: the control socket's connections, spawns, boot, logs.
 const FD_RESERVE: usize = 256;
+
+/// Fds to poll, each with its slot's name; `true` marks a `supervise/control` FIFO.
+pub type ReadFds = std::rc::Rc<[(RawFd, String, bool)]>;
+
+/// A stream whose sink has less room than this is held back (its pipes are not read): one read
+/// then always has room for at least a few bytes beyond a partial line (< MAX_LINE).
+const HOLD_BELOW: usize = crate::logs::MAX_LINE + 128;
 
 fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -119,6 +131,7 @@ impl Supervisor {
             base_env,
             shutting_down: false,
             dropped_reported: 0,
+            dropping: false,
             failed: HashMap::new(),
             over_limit_reported: 0,
             pipes_failing: false,
@@ -285,8 +298,14 @@ impl Supervisor {
                         None
                     };
                     let (er, ew) = nonblocking_pipe()?;
-                    let err =
-                        Fanout { r: er, w: ew, split: LineSplitter::default(), file: None, to: Some(Stream::Stderr) };
+                    let err = Fanout {
+                        r: er,
+                        w: ew,
+                        split: LineSplitter::default(),
+                        file: None,
+                        to: Some(Stream::Stderr),
+                        flush_when_empty: false,
+                    };
                     (None, logger, Some(err))
                 }
             };
@@ -294,7 +313,7 @@ impl Supervisor {
                 Kind::Native(spec) => spec.log.stdout.then_some(Stream::Stdout),
                 Kind::S6 { .. } => Some(Stream::Stdout),
             };
-            Ok((Fanout { r, w, split: LineSplitter::default(), file, to }, err, logger))
+            Ok((Fanout { r, w, split: LineSplitter::default(), file, to, flush_when_empty: false }, err, logger))
         })();
         let (out, err, logger) = match pipes {
             Ok(p) => p,
@@ -573,22 +592,15 @@ impl Supervisor {
         let Some(exit) = exit_of(status) else { return true };
         match role {
             Program::Service => {
-                self.drain(&name);
+                // The partial last line goes out once the pipe is read empty: with a slow
+                // container stdout, the pipe may still hold what the service wrote before it.
                 if let Some(s) = self.slots.get_mut(&name) {
-                    let flush = |f: &mut Fanout, out: &mut Sink, err: &mut Sink| {
-                        let to = f.to;
-                        let file = &mut f.file;
-                        let ts = crate::logs::timestamp(SystemTime::now());
-                        f.split.flush(|l| deliver(&ts, l, to, file, out, err));
-                    };
-                    flush(&mut s.out, &mut self.stdout, &mut self.stderr);
+                    s.out.flush_when_empty = true;
                     if let Some(e) = s.err.as_mut() {
-                        flush(e, &mut self.stdout, &mut self.stderr);
-                    }
-                    if let Some(f) = s.out.file.as_mut() {
-                        let _ = f.flush();
+                        e.flush_when_empty = true;
                     }
                 }
+                self.drain(&name);
                 match exit {
                     Exit::Code(c) => info!("service {name}: exited with code {c}"),
                     Exit::Signal(s) => info!("service {name}: killed by signal {s}"),
@@ -639,7 +651,14 @@ impl Supervisor {
     }
 
     fn drop_slot(&mut self, name: &str) {
-        self.drain(name);
+        if let Some(s) = self.slots.get_mut(name) {
+            s.out.flush_when_empty = true;
+            if let Some(e) = s.err.as_mut() {
+                e.flush_when_empty = true;
+            }
+        }
+        // Its last words are read whatever the container's stdout can take (the file gets all).
+        self.drain_inner(name, Instant::now(), true);
         self.read_fds = None;
         if let Some(mut s) = self.slots.remove(name) {
             self.fds -= Self::fds_of(&s.dir) + if s.supervise.is_some() { supervise::FDS } else { 0 };
@@ -699,67 +718,178 @@ impl Supervisor {
         self.pids.keys().copied().collect()
     }
 
-    /// Backpressure on the container's stdout: while its buffer is over half full and the reader
-    /// is still taking data (progress within `STALL`), service pipes are not read, so services
-    /// block briefly as under s6-log instead of losing lines. A reader stuck for longer than
-    /// `STALL` no longer holds anyone back: lines are then dropped for stdout (and counted).
-    /// Returns the moment reading resumes by itself, when paused.
+    /// How long the container's stdout reader may take nothing before lines are dropped.
+    fn stall_limit(&self) -> Duration {
+        Duration::from_millis(self.cfg.logs.stdout_stall_ms)
+    }
+
+    /// The sink of `stream`, if the pipes feeding it must not be read now: its free space is
+    /// below what one read may need and its reader is still alive (took data within the stall
+    /// limit). Services writing there then block on their full pipe, as under s6-log.
+    fn held_back(&self, stream: Stream, now: Instant) -> bool {
+        let s = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        s.free() < HOLD_BELOW && !s.stalled(now, self.stall_limit())
+    }
+
+    /// How many bytes of `f`'s pipe may be read now without the sink having to drop a line:
+    /// the sink's free space minus the partial line already held, minus one byte per piece a
+    /// long line may be cut into. Unlimited for a file-only pipe or a stalled reader.
+    fn budget(to: Option<Stream>, pending: usize, out: &Sink, err: &Sink, now: Instant, stall: Duration) -> usize {
+        let s = match to {
+            None => return usize::MAX,
+            Some(Stream::Stdout) => out,
+            Some(Stream::Stderr) => err,
+        };
+        if s.stalled(now, stall) {
+            return usize::MAX;
+        }
+        let avail = s.free().saturating_sub(pending);
+        avail.saturating_sub(avail / (crate::logs::MAX_LINE / 2) + 2)
+    }
+
+    /// Backpressure on the container's stdout: while a stream is held back (see `held_back`),
+    /// the pipes that feed it are left out of `read_fds`. Returns when a held-back stream's
+    /// reader reaches the stall limit (then reading resumes and lines are dropped for that
+    /// stream only), so the loop wakes then.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
-        const STALL: Duration = Duration::from_secs(1);
-        let busy = |s: &Sink| s.buffered() * 2 > s.capacity() && now < s.last_progress + STALL;
-        [&self.stdout, &self.stderr].into_iter().filter(|s| busy(s)).map(|s| s.last_progress + STALL).max()
+        let stall = self.stall_limit();
+        [(Stream::Stdout, &self.stdout), (Stream::Stderr, &self.stderr)]
+            .into_iter()
+            .filter(|(w, _)| self.held_back(*w, now))
+            .map(|(_, s)| s.last_progress + stall)
+            .min()
     }
 
     /// Read what every slot's pipes hold now (at exit: nothing written before the stop is lost).
-    pub fn drain_all(&mut self) {
+    /// Waits for the container's stdout to take what it holds until `deadline`; what is still
+    /// in a pipe then is read anyway (dropped for a stdout that did not take it, kept in files).
+    pub fn drain_all(&mut self, deadline: Instant) {
         let names: Vec<String> = self.slots.keys().cloned().collect();
-        for n in names {
-            self.drain(&n);
+        let mut left: Vec<String> = names;
+        while !left.is_empty() {
+            let now = Instant::now();
+            let force = now >= deadline;
+            left.retain(|n| self.drain_inner(n, now, force));
+            if left.is_empty() || force {
+                break;
+            }
+            let fds: Vec<i32> = [&self.stdout, &self.stderr]
+                .into_iter()
+                .filter(|s| s.free() < HOLD_BELOW)
+                .filter_map(|s| s.raw_fd())
+                .collect();
+            let mut p: Vec<libc::pollfd> =
+                fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
+            let ms = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, 1000) as i32;
+            // SAFETY: a valid pollfd array (possibly empty: then it only sleeps, never longer
+            // than the deadline).
+            unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, if p.is_empty() { 1 } else { ms }) };
         }
+        self.report_drops(Instant::now());
     }
 
-    /// The fds to poll for reading, each with the slot it belongs to. Built again only when
-    /// the slot table changed.
-    /// The third field marks a `supervise/control` FIFO (see [`Supervisor::control_input`]).
-    pub fn read_fds(&mut self) -> std::rc::Rc<[(RawFd, String, bool)]> {
-        if let Some(v) = &self.read_fds {
-            return v.clone();
+    /// The fds to poll for reading, each with the slot it belongs to: every pipe, except those
+    /// feeding a held-back stream, and every `supervise/control` FIFO (see
+    /// [`Supervisor::control_input`]). Built again only when the slot table or that set changed.
+    pub fn read_fds(&mut self, now: Instant) -> ReadFds {
+        let mask = u8::from(self.held_back(Stream::Stdout, now)) | u8::from(self.held_back(Stream::Stderr, now)) << 1;
+        if let Some((m, v)) = &self.read_fds {
+            if *m == mask {
+                return v.clone();
+            }
         }
+        let held = |to: Option<Stream>| match to {
+            Some(Stream::Stdout) => mask & 1 != 0,
+            Some(Stream::Stderr) => mask & 2 != 0,
+            None => false,
+        };
         let mut v = Vec::new();
         for (n, s) in &self.slots {
-            v.push((s.out.r.as_raw_fd(), n.clone(), false));
-            if let Some(e) = &s.err {
+            if !held(s.out.to) {
+                v.push((s.out.r.as_raw_fd(), n.clone(), false));
+            }
+            if let Some(e) = s.err.as_ref().filter(|e| !held(e.to)) {
                 v.push((e.r.as_raw_fd(), n.clone(), false));
             }
             if let Some(sv) = &s.supervise {
                 v.push((sv.control_fd(), n.clone(), true));
             }
         }
-        let v: std::rc::Rc<[(RawFd, String, bool)]> = v.into();
-        self.read_fds = Some(v.clone());
+        let v: ReadFds = v.into();
+        self.read_fds = Some((mask, v.clone()));
         v
     }
 
-    /// Read what a slot's pipes hold now, and deliver whole lines.
+    /// Read what a slot's pipes hold now, as far as the container's stdout can take it, and
+    /// deliver whole lines.
     pub fn drain(&mut self, name: &str) {
-        let Some(s) = self.slots.get_mut(name) else { return };
+        let now = Instant::now();
+        self.drain_inner(name, now, false);
+        self.report_drops(now);
+    }
+
+    /// Returns whether data may be left in the slot's pipes (held back, or rounds used up).
+    /// `force` reads regardless of what the container's stdout can take.
+    fn drain_inner(&mut self, name: &str, now: Instant, force: bool) -> bool {
+        let stall = self.stall_limit();
+        let Some(s) = self.slots.get_mut(name) else { return false };
         let mut buf = [0u8; 65536];
+        let mut left = false;
         for f in std::iter::once(&mut s.out).chain(s.err.as_mut()) {
+            let mut empty = false;
             // Bounded rounds per call so one chatty service cannot starve the loop.
-            for _ in 0..16 {
-                match nix::unistd::read(f.r.as_raw_fd(), &mut buf) {
-                    Ok(0) | Err(_) => break,
+            let mut rounds = 0;
+            loop {
+                if rounds == 16 {
+                    left = true;
+                    break;
+                }
+                rounds += 1;
+                let budget = if force {
+                    usize::MAX
+                } else {
+                    Self::budget(f.to, f.split.pending(), &self.stdout, &self.stderr, now, stall)
+                };
+                if budget == 0 {
+                    left = true;
+                    break;
+                }
+                let want = budget.min(buf.len());
+                match nix::unistd::read(f.r.as_raw_fd(), &mut buf[..want]) {
+                    Ok(0) => break,
+                    Err(nix::Error::EINTR) => continue,
+                    Err(nix::Error::EAGAIN) => {
+                        empty = true;
+                        break;
+                    }
+                    Err(_) => break,
                     Ok(n) => {
                         let to = f.to;
                         let file = &mut f.file;
                         let (out, err) = (&mut self.stdout, &mut self.stderr);
                         let ts = crate::logs::timestamp(SystemTime::now());
                         f.split.feed(&buf[..n], |l| deliver(&ts, l, to, file, out, err));
-                        if n < buf.len() {
+                        if n < want {
+                            empty = true;
                             break;
+                        }
+                        if to.is_some() {
+                            // Let the reader take what is queued before the next budget.
+                            let sink = if to == Some(Stream::Stdout) { &mut self.stdout } else { &mut self.stderr };
+                            sink.flush();
                         }
                     }
                 }
+            }
+            if empty && std::mem::take(&mut f.flush_when_empty) {
+                let to = f.to;
+                let file = &mut f.file;
+                let (out, err) = (&mut self.stdout, &mut self.stderr);
+                let ts = crate::logs::timestamp(SystemTime::now());
+                f.split.flush(|l| deliver(&ts, l, to, file, out, err));
             }
             if let Some(file) = f.file.as_mut() {
                 if let Err(e) = file.flush() {
@@ -769,12 +899,29 @@ impl Supervisor {
         }
         self.stdout.flush();
         self.stderr.flush();
+        left
+    }
+
+    /// Dropped lines are reported when dropping starts (the reader reached the stall limit)
+    /// and, with their count, when it ends (the reader takes data again) — not once per line.
+    fn report_drops(&mut self, now: Instant) {
         let dropped = self.stdout.dropped_lines + self.stderr.dropped_lines;
-        if dropped > self.dropped_reported {
+        let stall = self.stall_limit();
+        if dropped > self.dropped_reported && !self.dropping {
+            self.dropping = true;
             warn!(
-                "container stdout is not being read fast enough: {dropped} line(s) dropped there so far (log files keep them)"
+                "container stdout took nothing for {} ms: dropping lines there until it reads again (log files keep them)",
+                stall.as_millis()
+            );
+        }
+        let stalled = self.stdout.stalled(now, stall) || self.stderr.stalled(now, stall);
+        if self.dropping && (!stalled || self.shutting_down) && dropped > self.dropped_reported {
+            warn!(
+                "container stdout: {} line(s) dropped while its reader was stalled ({dropped} in all; log files keep them)",
+                dropped - self.dropped_reported
             );
             self.dropped_reported = dropped;
+            self.dropping = false;
         }
     }
 
@@ -828,7 +975,7 @@ impl Supervisor {
             // s6's "down": the process is gone (a stopping one still counts as up).
             control::WaitFor::Down => s.m.pid().is_none(),
             control::WaitFor::Finished => s.m.is_idle() && s.finish_pid.is_none(),
-            control::WaitFor::Boot => true,
+            control::WaitFor::Boot | control::WaitFor::Sweep => true,
         };
         // A named service that is gone counts as down/finished.
         let missing = names.iter().filter(|n| !self.slots.contains_key(*n)).count();

@@ -131,6 +131,23 @@ impl Root {
     }
 }
 
+impl Root {
+    /// The command that runs `hermesinit init ARGS…` as PID 1, for a test that wires its stdio
+    /// itself (a slow or stalled reader of the container's stdout).
+    pub fn init_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let script = format!("{}exec {BIN} init \"$@\"", self.setup(""));
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"]);
+        cmd.arg(&script).arg("sh").args(args);
+        cmd.env("HERMESINIT_CONFIG", self.dir.join("config.yaml"));
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
 impl Running {
     /// The host pid of the namespace's PID 1 (unshare's only child), once it exists.
     pub fn pid1(&self) -> i32 {
