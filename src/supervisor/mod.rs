@@ -19,12 +19,20 @@ use crate::logs::{LineSplitter, RotatingFile, Sink};
 use crate::spawn::{self, Command};
 use launch::Program;
 use machine::{Action, Event, Exit, Machine, Policy, State, Target};
+use nix::sys::signal::Signal;
 use servicedir::{Kind, LoadError, ServiceDir};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
+
+/// Which of a slot's machines an action belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unit {
+    Service,
+    Logger,
+}
 
 /// Where a fan-out pipe's lines go on the container side.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -361,11 +369,11 @@ impl Supervisor {
         if let Some(slot) = self.slots.get_mut(&name) {
             if let Some(l) = slot.logger.as_mut() {
                 let a = l.m.start();
-                self.run_logger_actions(&name, a, now);
+                self.run_actions(&name, Unit::Logger, a, now);
             }
         }
         let a = self.slots.get_mut(&name).map(|s| s.m.start()).unwrap_or_default();
-        self.run_actions(&name, a, now);
+        self.run_actions(&name, Unit::Service, a, now);
         self.publish_status(&name, now);
     }
 
@@ -453,23 +461,34 @@ impl Supervisor {
             .unwrap_or_else(|| crate::routing::path_with_command(None))
     }
 
-    fn run_actions(&mut self, name: &str, actions: Vec<Action>, now: Instant) {
+    /// One of a slot's two machines: its service's, or its logger's.
+    fn machine(&mut self, name: &str, unit: Unit) -> Option<&mut Machine> {
+        let s = self.slots.get_mut(name)?;
+        match unit {
+            Unit::Service => Some(&mut s.m),
+            Unit::Logger => s.logger.as_mut().map(|l| &mut l.m),
+        }
+    }
+
+    /// The one executor of machine actions, for services, their finish scripts and loggers
+    /// alike. What an action leads to (a failed spawn, say) is queued, never recursed into.
+    fn run_actions(&mut self, name: &str, unit: Unit, actions: Vec<Action>, now: Instant) {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(a) = queue.pop_front() {
             let more = match a {
                 Action::Spawn => {
-                    let r = self.spawn(name, Program::Service, &[]);
-                    let Some(slot) = self.slots.get_mut(name) else { return };
-                    match r {
+                    let program = if unit == Unit::Logger { Program::Logger } else { Program::Service };
+                    let r = self.spawn(name, program, &[]);
+                    match &r {
                         Ok(pid) => {
-                            self.pids.insert(pid, (name.to_string(), Program::Service));
-                            slot.m.spawned(Some(pid), now)
+                            self.pids.insert(*pid, (name.to_string(), program));
                         }
                         Err(e) => {
-                            warn!("service {name}: cannot start: {e}");
-                            slot.m.spawned(None, now)
+                            warn!("service {name}{}: cannot start: {e}", if unit == Unit::Logger { "/log" } else { "" })
                         }
                     }
+                    let Some(m) = self.machine(name, unit) else { return };
+                    m.spawned(r.ok(), now)
                 }
                 Action::SpawnFinish { code, signal } => {
                     let r = self.spawn(name, Program::Finish, &[code.to_string(), signal.to_string()]);
@@ -488,14 +507,14 @@ impl Supervisor {
                 }
                 Action::Kill(target, sig) => {
                     let Some(slot) = self.slots.get(name) else { return };
-                    let pid = match target {
-                        Target::Service => slot.m.pid(),
-                        Target::Finish => slot.finish_pid,
+                    let pid = match (unit, target) {
+                        (Unit::Logger, _) => slot.logger.as_ref().and_then(|l| l.m.pid()),
+                        (Unit::Service, Target::Service) => slot.m.pid(),
+                        (Unit::Service, Target::Finish) => slot.finish_pid,
                     };
-                    if let Some(pid) = pid.filter(|p| *p > 1) {
+                    if let (Some(pid), Ok(sig)) = (pid.filter(|p| *p > 1), Signal::try_from(sig)) {
                         // The whole process group, so grandchildren go too (C-SVC-8).
-                        // SAFETY: plain kill(2).
-                        unsafe { libc::kill(-pid, sig) };
+                        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
                     }
                     Vec::new()
                 }
@@ -504,39 +523,10 @@ impl Supervisor {
         }
     }
 
-    fn run_logger_actions(&mut self, name: &str, actions: Vec<Action>, now: Instant) {
-        for a in actions {
-            match a {
-                Action::Spawn => {
-                    let r = self.spawn(name, Program::Logger, &[]);
-                    let Some(l) = self.slots.get_mut(name).and_then(|s| s.logger.as_mut()) else { return };
-                    let more = match r {
-                        Ok(pid) => {
-                            self.pids.insert(pid, (name.to_string(), Program::Logger));
-                            l.m.spawned(Some(pid), now)
-                        }
-                        Err(e) => {
-                            warn!("service {name}/log: cannot start: {e}");
-                            l.m.spawned(None, now)
-                        }
-                    };
-                    self.run_logger_actions(name, more, now);
-                }
-                Action::Kill(_, sig) => {
-                    if let Some(pid) = self.slots.get(name).and_then(|s| s.logger.as_ref()).and_then(|l| l.m.pid()) {
-                        // SAFETY: plain kill(2).
-                        unsafe { libc::kill(-pid, sig) };
-                    }
-                }
-                Action::SpawnFinish { .. } => {}
-            }
-        }
-    }
-
     fn event(&mut self, name: &str, ev: Event, now: Instant) {
         let Some(slot) = self.slots.get_mut(name) else { return };
         let a = slot.m.handle(ev, now);
-        self.run_actions(name, a, now);
+        self.run_actions(name, Unit::Service, a, now);
         self.publish_status(name, now);
     }
 
@@ -620,7 +610,7 @@ impl Supervisor {
                     l.m.wanted_up = false;
                 }
                 let a = l.m.handle(Event::Exited(exit), now);
-                self.run_logger_actions(&name, a, now);
+                self.run_actions(&name, Unit::Logger, a, now);
             }
         }
         self.collect_garbage();
@@ -683,7 +673,7 @@ impl Supervisor {
             self.event(&name, Event::Tick, now);
             let la = self.slots.get_mut(&name).and_then(|s| s.logger.as_mut()).map(|l| l.m.handle(Event::Tick, now));
             if let Some(a) = la {
-                self.run_logger_actions(&name, a, now);
+                self.run_actions(&name, Unit::Logger, a, now);
             }
         }
         self.collect_garbage();
