@@ -53,39 +53,61 @@ fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(['+', '-']))
 }
 
+/// What a malformed line does. Identity lookups `Fail` (never guess who someone is from a
+/// broken file); boot's uid remap `Skip`s it as glibc does (one bad line elsewhere in the file
+/// must not stop the container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    Fail,
+    Skip,
+}
+
+fn collect<T>(items: impl Iterator<Item = Result<T, Error>>, m: Malformed) -> Result<Vec<T>, Error> {
+    match m {
+        Malformed::Fail => items.collect(),
+        Malformed::Skip => Ok(items.filter_map(Result::ok).collect()),
+    }
+}
+
 pub fn parse_passwd(path: &Path, text: &str) -> Result<Vec<User>, Error> {
-    entries(text)
-        .map(|(line, l)| {
-            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return Err(bad("expected 7 ':'-separated fields"));
-            }
-            Ok(User {
-                name: f[0].to_string(),
-                uid: f[2].parse().map_err(|_| bad("uid is not a number"))?,
-                gid: f[3].parse().map_err(|_| bad("gid is not a number"))?,
-                home: f[5].to_string(),
-            })
-        })
-        .collect()
+    parse_passwd_as(path, text, Malformed::Fail)
 }
 
 pub fn parse_group(path: &Path, text: &str) -> Result<Vec<Group>, Error> {
-    entries(text)
-        .map(|(line, l)| {
-            let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 4 {
-                return Err(bad("expected 4 ':'-separated fields"));
-            }
-            Ok(Group {
-                name: f[0].to_string(),
-                gid: f[2].parse().map_err(|_| bad("gid is not a number"))?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
-            })
+    parse_group_as(path, text, Malformed::Fail)
+}
+
+pub fn parse_passwd_as(path: &Path, text: &str, m: Malformed) -> Result<Vec<User>, Error> {
+    let items = entries(text).map(|(line, l)| {
+        let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 7 {
+            return Err(bad("expected 7 ':'-separated fields"));
+        }
+        Ok(User {
+            name: f[0].to_string(),
+            uid: f[2].parse().map_err(|_| bad("uid is not a number"))?,
+            gid: f[3].parse().map_err(|_| bad("gid is not a number"))?,
+            home: f[5].to_string(),
         })
-        .collect()
+    });
+    collect(items, m)
+}
+
+pub fn parse_group_as(path: &Path, text: &str, m: Malformed) -> Result<Vec<Group>, Error> {
+    let items = entries(text).map(|(line, l)| {
+        let bad = |why| Error::Malformed { path: path.to_path_buf(), line, why };
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 {
+            return Err(bad("expected 4 ':'-separated fields"));
+        }
+        Ok(Group {
+            name: f[0].to_string(),
+            gid: f[2].parse().map_err(|_| bad("gid is not a number"))?,
+            members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+        })
+    });
+    collect(items, m)
 }
 
 pub fn users() -> Result<Vec<User>, Error> {

@@ -6,6 +6,7 @@
 //! survives `docker restart`, so a restart with the same ids finds nothing to change and writes
 //! nothing. (A recreated container starts from the image's `/etc` and remaps again.)
 
+use crate::users;
 use std::fs::{OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -157,24 +158,18 @@ pub struct Entry {
     pub gid: Option<u32>,
 }
 
-/// Parse entries the way glibc does: comments, NIS lines and malformed lines are skipped (one
-/// bad line elsewhere in the file must not stop the container).
+/// The entries of a passwd (`passwd`) or group file, through the one parser (`users`), with
+/// malformed lines skipped as glibc does: one bad line elsewhere must not stop the container.
 pub fn entries(text: &[u8], passwd: bool) -> Vec<Entry> {
     let text = String::from_utf8_lossy(text);
-    text.lines()
-        .filter_map(|l| {
-            entry_name(l.as_bytes())?;
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < if passwd { 7 } else { 4 } {
-                return None;
-            }
-            Some(Entry {
-                name: f[0].to_string(),
-                id: f[2].parse().ok()?,
-                gid: if passwd { Some(f[3].parse().ok()?) } else { None },
-            })
-        })
-        .collect()
+    let (path, skip) = (std::path::Path::new(""), users::Malformed::Skip);
+    if passwd {
+        let u = users::parse_passwd_as(path, &text, skip).unwrap_or_default();
+        u.into_iter().map(|u| Entry { name: u.name, id: u.uid, gid: Some(u.gid) }).collect()
+    } else {
+        let g = users::parse_group_as(path, &text, skip).unwrap_or_default();
+        g.into_iter().map(|g| Entry { name: g.name, id: g.gid, gid: None }).collect()
+    }
 }
 
 /// A remap that was asked for but cannot be written is fatal, never a warning: going on would
