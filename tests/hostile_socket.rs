@@ -32,7 +32,7 @@ impl Pid1 {
         let sock = root.dir.join("control.sock");
         root.config(&format!("control_socket: {}\n", sock.display()));
         let run = root.spawn_init(&["sleep", "1000"], &[]);
-        let pid = run.pid1();
+        let pid = run.pid1("hermesinit");
         let p = Pid1 { config: root.dir.join("config.yaml"), _root: root, run: Some(run), pid, sock, tag };
         let t0 = Instant::now();
         while request(&p.sock, br#"{"v":1,"op":"wait","services":[],"until":"boot","any":false}"#).is_none() {
@@ -70,7 +70,7 @@ impl Pid1 {
     /// Stop PID 1 (it must not have panicked) and return what it logged.
     fn stop(mut self) -> String {
         let run = self.run.take().unwrap();
-        run.signal(libc::SIGTERM);
+        run.signal("hermesinit", libc::SIGTERM);
         let out = run.wait(secs(20));
         assert!(!out.stderr.contains("panicked"), "{}: {}", self.tag, out.stderr);
         assert_eq!(out.code, 143, "{}: {}", self.tag, out.stderr);
@@ -81,7 +81,7 @@ impl Pid1 {
 impl Drop for Pid1 {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
-            run.signal(libc::SIGKILL);
+            run.signal("hermesinit", libc::SIGKILL);
             let _ = run.wait(secs(10));
         }
     }

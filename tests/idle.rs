@@ -55,13 +55,13 @@ fn an_idle_pid1_does_not_wake_up() {
          {BIN} svc wait --up --timeout 20 quiet1 quiet2 quiet3 && echo all-up; exec sleep 60"
     );
     let run = root.spawn_init(&["sh", "-c", &script], &[]);
-    let pid = run.pid1();
+    let pid = run.pid1("hermesinit");
     // Let boot, the three starts and the main program's exec settle.
     std::thread::sleep(Duration::from_secs(2));
     let a = voluntary_switches(pid);
     std::thread::sleep(Duration::from_secs(3));
     let b = voluntary_switches(pid);
-    run.signal(libc::SIGTERM);
+    run.signal("hermesinit", libc::SIGTERM);
     let out = run.wait(secs(30));
     assert!(out.stdout.contains("all-up"), "{}\n{}", out.stdout, out.stderr);
     assert!(b - a <= 2, "PID 1 woke up {} times in 3 s while idle", b - a);

@@ -110,9 +110,9 @@ fn c_init_4_signals_are_forwarded_to_the_main_programs_whole_group() {
         while :; do sleep 0.05; done";
     let run = root.spawn_init(&["sh", "-c", script], &[]);
     wait_for(&root, "ready");
-    run.signal(libc::SIGUSR1);
+    run.signal("hermesinit", libc::SIGUSR1);
     wait_for(&root, "hup-ready");
-    run.signal(libc::SIGHUP);
+    run.signal("hermesinit", libc::SIGHUP);
     let out = run.wait(secs(20));
     assert!(
         out.stdout.contains("child-got-usr1") && out.stdout.contains("parent-got-usr1"),
@@ -131,7 +131,7 @@ fn c_init_3_term_ignoring_program_is_killed_after_the_grace() {
     let run = root.spawn_init(&["sh", "-c", "trap '' TERM; echo up >> /opt/data/marks; sleep 30"], &[]);
     wait_for(&root, "up");
     let t = std::time::Instant::now();
-    run.signal(libc::SIGTERM);
+    run.signal("hermesinit", libc::SIGTERM);
     let out = run.wait(secs(20));
     assert_eq!(out.code, 137, "{}", out.stderr);
     assert!(t.elapsed() < secs(3), "took {:?}", t.elapsed());
@@ -144,7 +144,7 @@ fn c_init_3_stop_exits_as_soon_as_nothing_is_left() {
     let run = root.spawn_init(&["sh", "-c", "echo up >> /opt/data/marks; sleep 30"], &[]);
     wait_for(&root, "up");
     let t = std::time::Instant::now();
-    run.signal(libc::SIGTERM);
+    run.signal("hermesinit", libc::SIGTERM);
     let out = run.wait(secs(20));
     assert_eq!(out.code, 143, "{}", out.stderr);
     assert!(t.elapsed() < secs(2), "no fixed grace sleep: took {:?}", t.elapsed());
@@ -197,7 +197,7 @@ fn c_init_3_docker_stop_during_a_hanging_boot_hook_stops_at_once() {
     let run = root.spawn_init(&["true"], &[]);
     wait_for(&root, "hook-up");
     let t = std::time::Instant::now();
-    run.signal(libc::SIGTERM);
+    run.signal("hermesinit", libc::SIGTERM);
     let out = run.wait(secs(20));
     assert_eq!(out.code, 143, "{}", out.stderr);
     assert!(t.elapsed() < secs(3), "took {:?}", t.elapsed());

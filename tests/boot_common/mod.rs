@@ -4,11 +4,13 @@
 //! touching the host's files.
 #![allow(dead_code)]
 
-use std::io::Read;
+#[path = "../support/runner.rs"]
+mod runner;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -81,39 +83,12 @@ pub fn in_namespace(inner: &str, env: &[(&str, &str)], timeout: Duration) -> Run
         .arg(&exe)
         .args(["--exact", inner, "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(INNER, "1")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_BACKTRACE", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("unshare");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{inner} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run { ok: status.success(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() };
+    let out = runner::run(cmd, timeout);
+    let run = Run { ok: out.code == 0, stdout: out.stdout, stderr: out.stderr };
     if !run.ok {
         eprintln!("--- {inner} stdout ---\n{}\n--- stderr ---\n{}", run.stdout, run.stderr);
     }

@@ -3,11 +3,14 @@
 //! are never touched. Every run has a hard timeout.
 #![allow(dead_code)]
 
-use std::io::Read;
+#[path = "../support/runner.rs"]
+mod runner;
+pub use runner::{Out, Running, run, start};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hermesinit");
 
@@ -22,13 +25,6 @@ pub const FAKE_HERMES: &str =
 
 pub struct Root {
     pub dir: PathBuf,
-}
-
-pub struct Out {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
 }
 
 impl Root {
@@ -107,15 +103,6 @@ impl Drop for Root {
     }
 }
 
-/// A namespace still running: signal its PID 1 from the host, then collect the result.
-pub struct Running {
-    child: std::process::Child,
-    t0: Instant,
-    ho: std::thread::JoinHandle<String>,
-    he: std::thread::JoinHandle<String>,
-    desc: String,
-}
-
 impl Root {
     /// Start `hermesinit init ARGS…` as PID 1 and return at once.
     pub fn spawn_init(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
@@ -146,71 +133,6 @@ impl Root {
         }
         cmd
     }
-}
-
-impl Running {
-    /// The host pid of the namespace's PID 1 (unshare's only child), once it exists.
-    pub fn pid1(&self) -> i32 {
-        let u = self.child.id();
-        for _ in 0..400 {
-            if let Ok(c) = std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")) {
-                if let Some(p) = c.split_whitespace().next() {
-                    // Wait until the setup shell has exec'd into hermesinit.
-                    let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
-                    if exe.to_string_lossy().contains("hermesinit") {
-                        return p.parse().unwrap();
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("PID 1 of the namespace did not appear");
-    }
-
-    pub fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.pid1(), sig) };
-    }
-
-    pub fn wait(mut self, timeout: Duration) -> Out {
-        let code = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st.code().unwrap_or(-1);
-            }
-            if self.t0.elapsed() > timeout {
-                unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-                let _ = self.child.wait();
-                panic!("hang guard: still running after {timeout:?}: {}", self.desc);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let elapsed = self.t0.elapsed();
-        Out { code, stdout: self.ho.join().unwrap(), stderr: self.he.join().unwrap(), elapsed }
-    }
-}
-
-fn start(mut cmd: Command) -> Running {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let t0 = Instant::now();
-    let mut child = cmd.spawn().expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let ho = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let he = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    Running { child, t0, ho, he, desc: format!("{cmd:?}") }
-}
-
-/// Run a command with a hard timeout (the whole process group is killed at the deadline).
-pub fn run(cmd: Command, timeout: Duration) -> Out {
-    start(cmd).wait(timeout)
 }
 
 pub fn secs(n: u64) -> Duration {

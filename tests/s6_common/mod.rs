@@ -5,10 +5,13 @@
 //! hard timeout that kills the whole namespace.
 #![allow(dead_code)]
 
-use std::io::Read;
+#[path = "../support/runner.rs"]
+mod runner;
+pub use runner::{Out, Running, start};
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hermesinit");
 pub const APPLETS: [&str; 7] =
@@ -17,13 +20,6 @@ pub const APPLETS: [&str; 7] =
 pub const REAL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// PATH inside the jail for programs that must find hermesinit's applets first.
 pub const HERMESINIT_PATH: &str = "/command:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-pub struct Out {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
 
 impl Out {
     /// The lines a scenario reported (`| …`), without the marker.
@@ -111,13 +107,6 @@ impl Drop for Jail {
     }
 }
 
-pub struct Running {
-    child: std::process::Child,
-    t0: Instant,
-    ho: std::thread::JoinHandle<String>,
-    he: std::thread::JoinHandle<String>,
-}
-
 impl Jail {
     /// Run `argv` inside a started jail — same namespaces, same root — as root, with exactly
     /// the environment `env`, like `docker exec`. Waits for the jail's PID 1 to be `pid1_exe`.
@@ -142,70 +131,6 @@ impl Jail {
         cmd.args(argv);
         start(cmd).wait(timeout)
     }
-}
-
-impl Running {
-    /// The host pid of the jail's PID 1 once it runs `exe` (after the setup shell's execs).
-    pub fn pid1(&self, exe: &str) -> i32 {
-        let u = self.child.id();
-        for _ in 0..1000 {
-            if let Ok(c) = std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")) {
-                if let Some(p) = c.split_whitespace().next() {
-                    let link = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
-                    if link.to_string_lossy().ends_with(exe) {
-                        return p.parse().unwrap();
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("the jail's PID 1 did not become {exe}");
-    }
-
-    /// Send a signal to the jail's PID 1.
-    pub fn signal(&self, exe: &str, sig: i32) {
-        // SAFETY: plain kill(2).
-        unsafe { libc::kill(self.pid1(exe), sig) };
-    }
-
-    pub fn wait(mut self, timeout: Duration) -> Out {
-        let code = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st.code().unwrap_or(-1);
-            }
-            if self.t0.elapsed() > timeout {
-                // SAFETY: signalling our own child's process group.
-                unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-                let _ = self.child.wait();
-                let out = self.ho.join().unwrap_or_default();
-                let err = self.he.join().unwrap_or_default();
-                panic!("hang guard: the jail still ran after {timeout:?}\nstdout:\n{out}\nstderr:\n{err}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = self.t0.elapsed();
-        Out { code, stdout: self.ho.join().unwrap(), stderr: self.he.join().unwrap(), elapsed }
-    }
-}
-
-fn start(mut cmd: Command) -> Running {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let t0 = Instant::now();
-    let mut child = cmd.spawn().expect("spawn unshare");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let ho = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let he = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    Running { child, t0, ho, he }
 }
 
 /// Shell functions for scenarios, usable with the real s6 and with hermesinit alike:
