@@ -40,6 +40,9 @@ enum Cmd {
         up: bool,
         #[arg(long, conflicts_with = "boot")]
         down: bool,
+        /// Down and its finish script done (s6-svwait -D).
+        #[arg(long, conflicts_with_all = ["up", "down", "boot", "sweep"])]
+        finished: bool,
         /// Boot finished and services were started: the container is ready.
         #[arg(long)]
         boot: bool,
@@ -131,10 +134,12 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         Cmd::Logs { lines, follow, since, raw, service } => {
             return logs_main(&service, &logs::Options { lines, follow, since, raw });
         }
-        Cmd::Wait { up, down, boot, sweep, any, timeout, services } => {
+        Cmd::Wait { up, down, finished, boot, sweep, any, timeout, services } => {
             let until = if sweep {
                 WaitFor::Sweep
-            } else if boot || (!up && !down && services.is_empty()) {
+            } else if finished {
+                WaitFor::Finished
+            } else if boot || (!up && !down && !finished && services.is_empty()) {
                 WaitFor::Boot
             } else if down {
                 WaitFor::Down

@@ -318,11 +318,28 @@ fn sigterm_ends_the_logger_and_p_protects_it() {
         let mut child = Command::new(ours(&tmp)).args(&args).stdin(Stdio::piped()).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"one\n").unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        // The logger has taken the line once it is in `current`.
+        let t0 = Instant::now();
+        while std::fs::read_to_string(d.join("current")).unwrap_or_default() != "one\n" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the line never reached current");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(300));
-        let exited = child.try_wait().unwrap();
+        let exited = if protect {
+            // Staying alive can only be seen over a window.
+            std::thread::sleep(Duration::from_millis(300));
+            child.try_wait().unwrap()
+        } else {
+            let t0 = Instant::now();
+            loop {
+                match child.try_wait().unwrap() {
+                    Some(st) => break Some(st),
+                    None if t0.elapsed() > Duration::from_secs(10) => break None,
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        };
         assert_eq!(exited.is_some(), !protect, "protect={protect}");
         drop(stdin);
         assert!(child.wait().unwrap().success());

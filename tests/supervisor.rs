@@ -46,7 +46,7 @@ fn c_s6_5_finish_125_keeps_it_down_and_down_file_registers_without_starting() {
         &root,
         "mk quitter 'exit 3' 'echo \"finish args: $1 $2\"; exit 125'; \
          mk lazy 'echo lazy-started; exec sleep 100' '' down; \
-         svc wait --down quitter --timeout 5; sleep 0.5; svc status quitter lazy; \
+         svc wait --finished quitter --timeout 5; svc status quitter lazy; \
          svc up lazy; svc wait --up lazy --timeout 5 && echo lazy-up; exit 0",
         30,
     );
@@ -79,8 +79,10 @@ fn c_svc_8_stopping_a_service_kills_its_grandchildren() {
     let root = Root::new("grandkids");
     let out = run(
         &root,
-        "mk family 'sleep 1001 & sleep 1002 & exec sleep 1003'; svc wait --up family --timeout 5; sleep 0.2; \
-         echo before=$(ps -eo args | grep -c '^sleep 100[123]$'); svc down family; svc wait --down family --timeout 5; sleep 0.2; \
+        "mk family 'sleep 1001 & sleep 1002 & exec sleep 1003'; svc wait --up family --timeout 5; \
+         i=0; while [ $(ps -eo args | grep -c '^sleep 100[123]$') -lt 3 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
+         echo before=$(ps -eo args | grep -c '^sleep 100[123]$'); svc down family; svc wait --down family --timeout 5; \
+         i=0; while [ $(ps -eo args | grep -c '^sleep 100[123]$') -gt 0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
          echo after=$(ps -eo args | grep -c '^sleep 100[123]$'); exit 0",
         30,
     );
