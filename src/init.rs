@@ -54,6 +54,7 @@ struct Init {
     rescan_at: Option<Instant>,
     /// How long the last rescan took: bursts are spaced by a multiple of it.
     rescan_cost: Duration,
+    last_rescan: Option<Instant>,
     is_pid1: bool,
     /// The background part of the ownership sweep, while it runs.
     sweep: Option<boot::sweep::Background>,
@@ -192,6 +193,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         next_rescan: None,
         rescan_at: None,
         rescan_cost: Duration::ZERO,
+        last_rescan: None,
         is_pid1,
         sweep: None,
         sweep_done: false,
@@ -477,6 +479,7 @@ impl Init {
     fn rescan(&mut self, now: Instant) {
         self.sup.rescan(now);
         self.rescan_cost = now.elapsed();
+        self.last_rescan = Some(now);
         self.rescan_at = None;
         if self.cfg.rescan_interval_ms > 0 {
             self.next_rescan = Some(now + Duration::from_millis(self.cfg.rescan_interval_ms.max(100)));
@@ -577,7 +580,14 @@ impl Init {
         let todo = self.ctx().map(|cx| requests.on_conn(cx, id, revents, now));
         self.requests = requests;
         if todo == Some(Todo::Rescan) {
-            self.rescan(now);
+            // At once, unless requests ask faster than rescans cost (a flood of them must not
+            // keep PID 1 busy reading the scan directory): then one is scheduled.
+            let spaced = self.last_rescan.is_none_or(|t| now >= t + self.rescan_cost * 4);
+            if spaced {
+                self.rescan(now);
+            } else {
+                self.schedule_rescan(now);
+            }
         }
     }
 

@@ -84,6 +84,9 @@ impl Requests {
                 ok(&cx, Vec::new())
             }
             Request::Wait { services, until, any, timeout_ms } => {
+                // A name PID 1 has not seen may be a slot just published: read the scan
+                // directory first (the loop answers the wait right after), as commands do.
+                let unknown = !cx.stopping && services.iter().any(|n| !cx.sup.knows(n));
                 self.waits.push(Wait {
                     conn: id,
                     services,
@@ -92,6 +95,9 @@ impl Requests {
                     // A deadline too far to represent is no deadline (u64::MAX ms is ~584 My).
                     deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
                 });
+                if unknown {
+                    return Todo::Rescan;
+                }
                 self.answer_waits(cx, now);
                 return Todo::Nothing;
             }

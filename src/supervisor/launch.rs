@@ -26,6 +26,12 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use super::Supervisor;
+use crate::spawn::{self, Command};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
     Service,
@@ -148,5 +154,83 @@ pub fn prepare(scan_dir: &Path, slot: &ServiceDir, program: Program) -> Result<L
             let exec = open_program(&dir, file, owner.is_none(), &slot.path.join(shown))?;
             Ok(Launch { identity: owner, cwd: dir, exec: Some(exec), spec: None })
         }
+    }
+}
+
+/// Starting a slot's programs: the environment they get and the fork/exec, with identity and
+/// file from [`prepare`].
+impl Supervisor {
+    pub(super) fn env_for(&self, extra: &BTreeMap<String, String>, home: Option<&str>) -> Vec<(OsString, OsString)> {
+        let mut overlay: Vec<(OsString, OsString)> = Vec::new();
+        if let Some(h) = home {
+            overlay.push(("HOME".into(), h.into()));
+        }
+        overlay.extend(extra.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+        crate::envdir::merge(self.base_env.iter().cloned(), &overlay)
+    }
+
+    /// Start one program of a slot: identity and file decided now, from the directory itself
+    /// (`launch`), for services, finish scripts and loggers alike.
+    pub(super) fn spawn(&mut self, name: &str, program: Program, args: &[String]) -> Result<i32, String> {
+        let slot = self.slots.get(name).ok_or("no such slot")?;
+        let l = prepare(&self.cfg.scan_dir, &slot.dir, program)?;
+        let home = l.identity.as_ref().map(|_| self.cfg.hermes_home.to_string_lossy().into_owned());
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let err_w = slot.err.as_ref().map(|e| e.w.as_raw_fd());
+        let mut c = match (&l.spec, program) {
+            (Some(spec), _) => {
+                let mut argv = spec.command.clone();
+                let path = self.path_var();
+                if !argv[0].contains('/') {
+                    match crate::routing::which(&argv[0], &path) {
+                        Some(p) => argv[0] = p.to_string_lossy().into_owned(),
+                        None => return Err(format!("{}: not found on PATH", argv[0])),
+                    }
+                }
+                let mut c = Command::new(&argv);
+                let spec_home = spec.env.get("HOME").cloned();
+                c.env(self.env_for(&spec.env, spec_home.as_deref().or(home.as_deref())));
+                c.cwd(spec.cwd.as_deref().unwrap_or(std::path::Path::new("/")));
+                c.stdio = [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), Some(slot.out.w.as_raw_fd())];
+                c
+            }
+            (None, p) => {
+                let script = if p == Program::Finish { "./finish" } else { "./run" };
+                let mut argv = vec![script.to_string()];
+                argv.extend_from_slice(args);
+                let mut c = Command::new(&argv);
+                c.env(self.env_for(&BTreeMap::new(), home.as_deref()));
+                c.cwd_fd = Some(l.cwd.as_raw_fd());
+                c.stdio = match p {
+                    // The logger's stdout is the container's stdout; s6-log writes it without blocking.
+                    Program::Logger => [slot.logger.as_ref().map(|l| l.r.as_raw_fd()), None, err_w],
+                    Program::Service => {
+                        let out = slot.logger.as_ref().and_then(|l| l.w.as_ref()).unwrap_or(&slot.out.w).as_raw_fd();
+                        [Some(devnull.as_raw_fd()), Some(out), err_w]
+                    }
+                    Program::Finish => [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), err_w],
+                };
+                c
+            }
+        };
+        c.exec = l.exec;
+        c.identity = l.identity.clone();
+        if program == Program::Service {
+            c.group = spawn::Group::Session;
+        }
+        let r = c.spawn().map(|p| p.as_raw()).map_err(|e| e.to_string());
+        // The log file follows whoever the service runs as now.
+        if let (Some(f), Some(_)) = (self.slots.get_mut(name).and_then(|s| s.out.file.as_mut()), &l.spec) {
+            f.set_writer(l.identity);
+        }
+        r
+    }
+
+    pub(super) fn path_var(&self) -> String {
+        self.base_env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+            .unwrap_or_else(|| crate::routing::path_with_command(None))
     }
 }

@@ -9,14 +9,18 @@
 
 mod launch;
 pub mod machine;
+mod output;
 pub mod servicedir;
+mod status;
 mod supervise;
+
+pub use output::ReadFds;
+use output::{Fanout, Stream};
 
 use crate::config::Config;
 use crate::control::{self, ErrorCode, Failure, ServiceStatus};
 use crate::creds::Identity;
 use crate::logs::{LineSplitter, RotatingFile, Sink};
-use crate::spawn::{self, Command};
 use launch::Program;
 use machine::{Action, Event, Exit, Machine, Policy, State, Target};
 use nix::sys::signal::Signal;
@@ -32,25 +36,6 @@ use tracing::{error, info, warn};
 enum Unit {
     Service,
     Logger,
-}
-
-/// Where a fan-out pipe's lines go on the container side.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// A pipe PID 1 reads: lines to a container stream and optionally to a rotated file.
-struct Fanout {
-    r: OwnedFd,
-    w: OwnedFd,
-    split: LineSplitter,
-    file: Option<RotatingFile>,
-    to: Option<Stream>,
-    /// The writer exited: the partial last line is flushed once the pipe is read empty (it may
-    /// still hold data the container's stdout could not take yet).
-    flush_when_empty: bool,
 }
 
 struct Logger {
@@ -101,13 +86,6 @@ pub struct Supervisor {
 /// Descriptors kept free of slots: the control socket's connections, spawns, boot, logs.
 const FD_RESERVE: usize = 256;
 
-/// Fds to poll, each with its slot's name; `true` marks a `supervise/control` FIFO.
-pub type ReadFds = std::rc::Rc<[(RawFd, String, bool)]>;
-
-/// A stream whose sink has less room than this is held back (its pipes are not read): one read
-/// then always has room for at least a few bytes beyond a partial line (< MAX_LINE).
-const HOLD_BELOW: usize = crate::logs::MAX_LINE + 128;
-
 fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     nix::fcntl::fcntl(r.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
@@ -121,10 +99,6 @@ fn exit_of(status: nix::sys::wait::WaitStatus) -> Option<Exit> {
         Signaled(_, s, _) => Some(Exit::Signal(s as i32)),
         _ => None,
     }
-}
-
-fn wall(since: Instant, wall_now: SystemTime, now: Instant) -> SystemTime {
-    wall_now.checked_sub(now.saturating_duration_since(since)).unwrap_or(wall_now)
 }
 
 impl Supervisor {
@@ -387,80 +361,6 @@ impl Supervisor {
         }
     }
 
-    fn env_for(&self, extra: &BTreeMap<String, String>, home: Option<&str>) -> Vec<(OsString, OsString)> {
-        let mut overlay: Vec<(OsString, OsString)> = Vec::new();
-        if let Some(h) = home {
-            overlay.push(("HOME".into(), h.into()));
-        }
-        overlay.extend(extra.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
-        crate::envdir::merge(self.base_env.iter().cloned(), &overlay)
-    }
-
-    /// Start one program of a slot: identity and file decided now, from the directory itself
-    /// (`launch`), for services, finish scripts and loggers alike.
-    fn spawn(&mut self, name: &str, program: Program, args: &[String]) -> Result<i32, String> {
-        let slot = self.slots.get(name).ok_or("no such slot")?;
-        let l = launch::prepare(&self.cfg.scan_dir, &slot.dir, program)?;
-        let home = l.identity.as_ref().map(|_| self.cfg.hermes_home.to_string_lossy().into_owned());
-        let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        let err_w = slot.err.as_ref().map(|e| e.w.as_raw_fd());
-        let mut c = match (&l.spec, program) {
-            (Some(spec), _) => {
-                let mut argv = spec.command.clone();
-                let path = self.path_var();
-                if !argv[0].contains('/') {
-                    match crate::routing::which(&argv[0], &path) {
-                        Some(p) => argv[0] = p.to_string_lossy().into_owned(),
-                        None => return Err(format!("{}: not found on PATH", argv[0])),
-                    }
-                }
-                let mut c = Command::new(&argv);
-                let spec_home = spec.env.get("HOME").cloned();
-                c.env(self.env_for(&spec.env, spec_home.as_deref().or(home.as_deref())));
-                c.cwd(spec.cwd.as_deref().unwrap_or(std::path::Path::new("/")));
-                c.stdio = [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), Some(slot.out.w.as_raw_fd())];
-                c
-            }
-            (None, p) => {
-                let script = if p == Program::Finish { "./finish" } else { "./run" };
-                let mut argv = vec![script.to_string()];
-                argv.extend_from_slice(args);
-                let mut c = Command::new(&argv);
-                c.env(self.env_for(&BTreeMap::new(), home.as_deref()));
-                c.cwd_fd = Some(l.cwd.as_raw_fd());
-                c.stdio = match p {
-                    // The logger's stdout is the container's stdout; s6-log writes it without blocking.
-                    Program::Logger => [slot.logger.as_ref().map(|l| l.r.as_raw_fd()), None, err_w],
-                    Program::Service => {
-                        let out = slot.logger.as_ref().and_then(|l| l.w.as_ref()).unwrap_or(&slot.out.w).as_raw_fd();
-                        [Some(devnull.as_raw_fd()), Some(out), err_w]
-                    }
-                    Program::Finish => [Some(devnull.as_raw_fd()), Some(slot.out.w.as_raw_fd()), err_w],
-                };
-                c
-            }
-        };
-        c.exec = l.exec;
-        c.identity = l.identity.clone();
-        if program == Program::Service {
-            c.group = spawn::Group::Session;
-        }
-        let r = c.spawn().map(|p| p.as_raw()).map_err(|e| e.to_string());
-        // The log file follows whoever the service runs as now.
-        if let (Some(f), Some(_)) = (self.slots.get_mut(name).and_then(|s| s.out.file.as_mut()), &l.spec) {
-            f.set_writer(l.identity);
-        }
-        r
-    }
-
-    fn path_var(&self) -> String {
-        self.base_env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.to_string_lossy().into_owned())
-            .unwrap_or_else(|| crate::routing::path_with_command(None))
-    }
-
     /// One of a slot's two machines: its service's, or its logger's.
     fn machine(&mut self, name: &str, unit: Unit) -> Option<&mut Machine> {
         let s = self.slots.get_mut(name)?;
@@ -528,20 +428,6 @@ impl Supervisor {
         let a = slot.m.handle(ev, now);
         self.run_actions(name, Unit::Service, a, now);
         self.publish_status(name, now);
-    }
-
-    /// Keep `supervise/status` in step with the machine (rewritten only when it changed).
-    fn publish_status(&mut self, name: &str, now: Instant) {
-        let scan_dir = &self.cfg.scan_dir;
-        let Some(s) = self.slots.get_mut(name) else { return };
-        if s.supervise.is_none() || s.removed {
-            return;
-        }
-        let st = status_of(name, s, now, SystemTime::now());
-        let rec = crate::s6::status::Snapshot::from_status(&st, st.normally_up, false).pack();
-        if let Some(sv) = s.supervise.as_mut() {
-            sv.write_status(scan_dir, name, s.dir.inode, rec);
-        }
     }
 
     /// Command letters from `supervise/control`, as s6-supervise reads them (what Debian's own
@@ -708,230 +594,7 @@ impl Supervisor {
         self.pids.keys().copied().collect()
     }
 
-    /// How long the container's stdout reader may take nothing before lines are dropped.
-    fn stall_limit(&self) -> Duration {
-        Duration::from_millis(self.cfg.logs.stdout_stall_ms)
-    }
-
-    /// The sink of `stream`, if the pipes feeding it must not be read now: its free space is
-    /// below what one read may need and its reader is still alive (took data within the stall
-    /// limit). Services writing there then block on their full pipe, as under s6-log.
-    fn held_back(&self, stream: Stream, now: Instant) -> bool {
-        let s = match stream {
-            Stream::Stdout => &self.stdout,
-            Stream::Stderr => &self.stderr,
-        };
-        s.free() < HOLD_BELOW && !s.stalled(now, self.stall_limit())
-    }
-
-    /// How many bytes of `f`'s pipe may be read now without the sink having to drop a line:
-    /// the sink's free space minus the partial line already held, minus one byte per piece a
-    /// long line may be cut into. Unlimited for a file-only pipe or a stalled reader.
-    fn budget(to: Option<Stream>, pending: usize, out: &Sink, err: &Sink, now: Instant, stall: Duration) -> usize {
-        let s = match to {
-            None => return usize::MAX,
-            Some(Stream::Stdout) => out,
-            Some(Stream::Stderr) => err,
-        };
-        if s.stalled(now, stall) {
-            return usize::MAX;
-        }
-        let avail = s.free().saturating_sub(pending);
-        avail.saturating_sub(avail / (crate::logs::MAX_LINE / 2) + 2)
-    }
-
-    /// Backpressure on the container's stdout: while a stream is held back (see `held_back`),
-    /// the pipes that feed it are left out of `read_fds`. Returns when a held-back stream's
-    /// reader reaches the stall limit (then reading resumes and lines are dropped for that
-    /// stream only), so the loop wakes then.
-    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
-        let stall = self.stall_limit();
-        [(Stream::Stdout, &self.stdout), (Stream::Stderr, &self.stderr)]
-            .into_iter()
-            .filter(|(w, _)| self.held_back(*w, now))
-            .map(|(_, s)| s.last_progress + stall)
-            .min()
-    }
-
-    /// Read what every slot's pipes hold now (at exit: nothing written before the stop is lost).
-    /// Waits for the container's stdout to take what it holds until `deadline`; what is still
-    /// in a pipe then is read anyway (dropped for a stdout that did not take it, kept in files).
-    pub fn drain_all(&mut self, deadline: Instant) {
-        let names: Vec<String> = self.slots.keys().cloned().collect();
-        let mut left: Vec<String> = names;
-        while !left.is_empty() {
-            let now = Instant::now();
-            let force = now >= deadline;
-            left.retain(|n| self.drain_inner(n, now, force));
-            if left.is_empty() || force {
-                break;
-            }
-            let fds: Vec<i32> = [&self.stdout, &self.stderr]
-                .into_iter()
-                .filter(|s| s.free() < HOLD_BELOW)
-                .filter_map(|s| s.raw_fd())
-                .collect();
-            let mut p: Vec<libc::pollfd> =
-                fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
-            let ms = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, 1000) as i32;
-            // SAFETY: a valid pollfd array (possibly empty: then it only sleeps, never longer
-            // than the deadline).
-            unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, if p.is_empty() { 1 } else { ms }) };
-        }
-        self.report_drops(Instant::now());
-    }
-
-    /// The fds to poll for reading, each with the slot it belongs to: every pipe, except those
-    /// feeding a held-back stream, and every `supervise/control` FIFO (see
-    /// [`Supervisor::control_input`]). Built again only when the slot table or that set changed.
-    pub fn read_fds(&mut self, now: Instant) -> ReadFds {
-        let mask = u8::from(self.held_back(Stream::Stdout, now)) | u8::from(self.held_back(Stream::Stderr, now)) << 1;
-        if let Some((m, v)) = &self.read_fds {
-            if *m == mask {
-                return v.clone();
-            }
-        }
-        let held = |to: Option<Stream>| match to {
-            Some(Stream::Stdout) => mask & 1 != 0,
-            Some(Stream::Stderr) => mask & 2 != 0,
-            None => false,
-        };
-        let mut v = Vec::new();
-        for (n, s) in &self.slots {
-            if !held(s.out.to) {
-                v.push((s.out.r.as_raw_fd(), n.clone(), false));
-            }
-            if let Some(e) = s.err.as_ref().filter(|e| !held(e.to)) {
-                v.push((e.r.as_raw_fd(), n.clone(), false));
-            }
-            if let Some(sv) = &s.supervise {
-                v.push((sv.control_fd(), n.clone(), true));
-            }
-        }
-        let v: ReadFds = v.into();
-        self.read_fds = Some((mask, v.clone()));
-        v
-    }
-
-    /// Read what a slot's pipes hold now, as far as the container's stdout can take it, and
-    /// deliver whole lines.
-    pub fn drain(&mut self, name: &str) {
-        let now = Instant::now();
-        self.drain_inner(name, now, false);
-        self.report_drops(now);
-    }
-
-    /// Returns whether data may be left in the slot's pipes (held back, or rounds used up).
-    /// `force` reads regardless of what the container's stdout can take.
-    fn drain_inner(&mut self, name: &str, now: Instant, force: bool) -> bool {
-        let stall = self.stall_limit();
-        let Some(s) = self.slots.get_mut(name) else { return false };
-        let mut buf = [0u8; 65536];
-        let mut left = false;
-        for f in std::iter::once(&mut s.out).chain(s.err.as_mut()) {
-            let mut empty = false;
-            // Bounded rounds per call so one chatty service cannot starve the loop.
-            let mut rounds = 0;
-            loop {
-                if rounds == 16 {
-                    left = true;
-                    break;
-                }
-                rounds += 1;
-                let budget = if force {
-                    usize::MAX
-                } else {
-                    Self::budget(f.to, f.split.pending(), &self.stdout, &self.stderr, now, stall)
-                };
-                if budget == 0 {
-                    left = true;
-                    break;
-                }
-                let want = budget.min(buf.len());
-                match nix::unistd::read(f.r.as_raw_fd(), &mut buf[..want]) {
-                    Ok(0) => break,
-                    Err(nix::Error::EINTR) => continue,
-                    Err(nix::Error::EAGAIN) => {
-                        empty = true;
-                        break;
-                    }
-                    Err(_) => break,
-                    Ok(n) => {
-                        let to = f.to;
-                        let file = &mut f.file;
-                        let (out, err) = (&mut self.stdout, &mut self.stderr);
-                        let ts = crate::logs::timestamp(SystemTime::now());
-                        f.split.feed(&buf[..n], |l| deliver(&ts, l, to, file, out, err));
-                        if n < want {
-                            empty = true;
-                            break;
-                        }
-                        if to.is_some() {
-                            // Let the reader take what is queued before the next budget.
-                            let sink = if to == Some(Stream::Stdout) { &mut self.stdout } else { &mut self.stderr };
-                            sink.flush();
-                        }
-                    }
-                }
-            }
-            if empty && std::mem::take(&mut f.flush_when_empty) {
-                let to = f.to;
-                let file = &mut f.file;
-                let (out, err) = (&mut self.stdout, &mut self.stderr);
-                let ts = crate::logs::timestamp(SystemTime::now());
-                f.split.flush(|l| deliver(&ts, l, to, file, out, err));
-            }
-            if let Some(file) = f.file.as_mut() {
-                if let Err(e) = file.flush() {
-                    error!("service {name}: cannot write its log file in {}: {e}", file.dir.display());
-                }
-            }
-        }
-        self.stdout.flush();
-        self.stderr.flush();
-        left
-    }
-
-    /// Dropped lines are reported when dropping starts (the reader reached the stall limit)
-    /// and, with their count, when it ends (the reader takes data again) — not once per line.
-    fn report_drops(&mut self, now: Instant) {
-        let dropped = self.stdout.dropped_lines + self.stderr.dropped_lines;
-        let stall = self.stall_limit();
-        if dropped > self.dropped_reported && !self.dropping {
-            self.dropping = true;
-            warn!(
-                "container stdout took nothing for {} ms: dropping lines there until it reads again (log files keep them)",
-                stall.as_millis()
-            );
-        }
-        let stalled = self.stdout.stalled(now, stall) || self.stderr.stalled(now, stall);
-        if self.dropping && (!stalled || self.shutting_down) && dropped > self.dropped_reported {
-            warn!(
-                "container stdout: {} line(s) dropped while its reader was stalled ({dropped} in all; log files keep them)",
-                dropped - self.dropped_reported
-            );
-            self.dropped_reported = dropped;
-            self.dropping = false;
-        }
-    }
-
     // ---- control -------------------------------------------------------------------------
-
-    pub fn status(&self, names: &[String]) -> Result<Vec<ServiceStatus>, Failure> {
-        let now = Instant::now();
-        let wall_now = SystemTime::now();
-        let pick: Vec<&String> = if names.is_empty() { self.slots.keys().collect() } else { names.iter().collect() };
-        pick.into_iter()
-            .map(|n| {
-                let s = self
-                    .slots
-                    .get(n)
-                    .filter(|s| !s.removed)
-                    .ok_or_else(|| Failure::new(ErrorCode::NoSuchService, format!("{n}: no such service")))?;
-                Ok(status_of(n, s, now, wall_now))
-            })
-            .collect()
-    }
 
     /// Apply a control verb to services (all when `names` is empty).
     pub fn command(&mut self, names: &[String], ev: Event, now: Instant) -> Result<(), Failure> {
@@ -953,82 +616,11 @@ impl Supervisor {
         }
         Ok(())
     }
-
-    pub fn wait_met(&self, names: &[String], until: control::WaitFor, any: bool) -> bool {
-        let pick: Vec<&Slot> = if names.is_empty() {
-            self.slots.values().filter(|s| !s.removed).collect()
-        } else {
-            names.iter().filter_map(|n| self.slots.get(n)).collect()
-        };
-        let ok = |s: &&Slot| match until {
-            control::WaitFor::Up => matches!(s.m.state, State::Up { .. }),
-            // s6's "down": the process is gone (a stopping one still counts as up).
-            control::WaitFor::Down => s.m.pid().is_none(),
-            control::WaitFor::Finished => s.m.is_idle() && s.finish_pid.is_none(),
-            control::WaitFor::Boot | control::WaitFor::Sweep => true,
-        };
-        // A named service that is gone counts as down/finished.
-        let missing = names.iter().filter(|n| !self.slots.contains_key(*n)).count();
-        let missing_ok = matches!(until, control::WaitFor::Down | control::WaitFor::Finished);
-        if any {
-            pick.iter().any(ok) || (missing > 0 && missing_ok)
-        } else {
-            pick.iter().all(ok) && (missing == 0 || missing_ok)
-        }
-    }
 }
 
 fn kind_name(k: &Kind) -> &'static str {
     match k {
         Kind::Native(_) => "native",
         Kind::S6 { .. } => "s6",
-    }
-}
-
-/// One line to its stream and file. `ts` is taken once per read: the lines of one read arrived
-/// together, and formatting a timestamp per line was a third of PID 1's time on a burst.
-fn deliver(ts: &str, line: &[u8], to: Option<Stream>, file: &mut Option<RotatingFile>, out: &mut Sink, err: &mut Sink) {
-    match to {
-        Some(Stream::Stdout) => out.line(line),
-        Some(Stream::Stderr) => err.line(line),
-        None => {}
-    }
-    if let Some(f) = file {
-        if let Err(e) = f.write_line(ts, line) {
-            error!("cannot write log file in {}: {e} (lines still go to stdout)", f.dir.display());
-        }
-    }
-}
-
-fn status_of(name: &str, s: &Slot, now: Instant, wall_now: SystemTime) -> ServiceStatus {
-    let since = wall(s.m.since, wall_now, now);
-    ServiceStatus {
-        name: name.to_string(),
-        state: s.m.state.wire(),
-        pid: s.m.pid(),
-        since_ms: since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-        wanted_up: s.m.wanted_up,
-        normally_up: !s.dir.down_file,
-        restarts: s.m.failures,
-        last_exit: s.m.last_exit.map(|e| match e {
-            Exit::Code(c) => control::Exit { code: Some(c), signal: None },
-            Exit::Signal(g) => control::Exit { code: None, signal: Some(g) },
-        }),
-        restart_in_ms: match s.m.state {
-            State::Backoff { until } => Some(until.saturating_duration_since(now).as_millis() as u64),
-            _ => None,
-        },
-        kind: match s.dir.kind {
-            Kind::Native(_) => control::ServiceKind::Native,
-            Kind::S6 { .. } => control::ServiceKind::S6,
-        },
-        has_logger: s.logger.is_some(),
-        failing_since_ms: s.m.failing_since.map(|t| {
-            wall(t, wall_now, now).duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-        }),
-        log_dir: match &s.dir.kind {
-            Kind::Native(spec) => spec.log.dir.as_ref().map(|d| d.display().to_string()),
-            _ => None,
-        },
     }
 }
