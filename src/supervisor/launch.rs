@@ -112,6 +112,23 @@ fn open_program(dir: &OwnedFd, name: &std::ffi::CStr, root: bool, shown: &Path) 
 
 /// Decide identity and open what `program` of `slot` will execute.
 pub fn prepare(scan_dir: &Path, slot: &ServiceDir, program: Program) -> Result<Launch, String> {
+    let mut l = decide(scan_dir, slot, program)?;
+    // A non-root PID 1 (`--user 10000`, Kubernetes runAsUser) cannot switch identity: it runs
+    // a slot as itself when the slot's owner is itself (or root, which has more than it does),
+    // and refuses one that belongs to somebody else.
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 {
+        match &l.identity {
+            Some(id) if id.uid != me => {
+                return Err(format!("cannot run it as uid {}: PID 1 runs as uid {me}, not root", id.uid));
+            }
+            _ => l.identity = None,
+        }
+    }
+    Ok(l)
+}
+
+fn decide(scan_dir: &Path, slot: &ServiceDir, program: Program) -> Result<Launch, String> {
     let scan = fsx::open_dir_path(scan_dir).map_err(|e| format!("{}: {e}", scan_dir.display()))?;
     let name = fsx::cname(std::ffi::OsStr::new(&slot.name)).map_err(|e| e.to_string())?;
     let dir = fsx::open_dir_at(scan.as_fd(), &name).map_err(|e| format!("{}: {e}", slot.path.display()))?;
