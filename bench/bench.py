@@ -344,7 +344,10 @@ class Bench:
         if kind == "hermesinit":
             return [self.hi, "init"] + main, self.env(cfg)
         if kind == "s6":
-            return ["s6-svscan", scan], self.env()
+            # s6-svscan supervises at most 500 services (a logger counts as one) unless told.
+            n = len([d for d in os.listdir(scan) if not d.startswith(".")])
+            opts = ["-c", str(2 * n + 10)] if 2 * n > 500 else []
+            return ["s6-svscan"] + opts + [scan], self.env()
         if kind == "supervisord":
             return ["supervisord", "-n", "-c", cfg], self.env()
         raise ValueError(kind)
