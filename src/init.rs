@@ -331,8 +331,10 @@ enum Token {
     Listener,
     Conn(u64),
     Pipe(usize),
-    Stdout,
-    Stderr,
+    /// The container's stdout or stderr can take more.
+    Output,
+    /// Another thread queued a diagnostic.
+    Logged,
     Sweep,
 }
 
@@ -346,7 +348,7 @@ impl Init {
                     children_left: has_children(),
                 };
                 if let Some(code) = self.stop(tick, now) {
-                    self.flush_out(now + Duration::from_secs(1));
+                    self.sup.flush_out(now + Duration::from_secs(1));
                     return code;
                 }
             }
@@ -374,15 +376,11 @@ impl Init {
             for (i, (fd, _, _)) in pipes.iter().enumerate() {
                 add(*fd, libc::POLLIN, Token::Pipe(i));
             }
-            if self.sup.stdout.pending() {
-                if let Some(fd) = self.sup.stdout.raw_fd() {
-                    add(fd, libc::POLLOUT, Token::Stdout);
-                }
+            for fd in self.sup.out_fds() {
+                add(fd, libc::POLLOUT, Token::Output);
             }
-            if self.sup.stderr.pending() || crate::logs::flush_stderr() {
-                if let Some(fd) = self.sup.stderr.raw_fd() {
-                    add(fd, libc::POLLOUT, Token::Stderr);
-                }
+            if let Some(fd) = crate::logs::logged_wake_fd() {
+                add(fd, libc::POLLIN, Token::Logged);
             }
             let deadline = match (self.next_deadline(now), paused) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -408,12 +406,10 @@ impl Init {
                     Token::Conn(id) => self.conn_event(id, pfd.revents, now),
                     Token::Pipe(i) if pipes[i].2 => self.sup.control_input(&pipes[i].1, now),
                     Token::Pipe(i) => self.sup.drain(&pipes[i].1),
-                    Token::Stdout => self.sup.stdout.flush(),
+                    Token::Output => self.sup.writable(),
+                    // Queued diagnostics move into the stderr sink at the next pass.
+                    Token::Logged => crate::logs::clear_logged_wake(),
                     Token::Sweep => self.sweep_finished(),
-                    Token::Stderr => {
-                        self.sup.stderr.flush();
-                        crate::logs::flush_stderr();
-                    }
                 }
             }
             // Reap on every pass: cheap, and robust against coalesced SIGCHLDs.
@@ -428,34 +424,6 @@ impl Init {
             }
             self.answer_waits(now);
         }
-    }
-
-    /// C-INIT-3: what services wrote before the stop reaches `docker logs`. Waits for a slow
-    /// reader until `deadline`, then reports what could not be delivered.
-    fn flush_out(&mut self, deadline: Instant) {
-        self.sup.drain_all(deadline);
-        loop {
-            self.sup.stdout.flush();
-            self.sup.stderr.flush();
-            let pending: Vec<i32> = [&self.sup.stdout, &self.sup.stderr]
-                .into_iter()
-                .filter(|s| s.pending())
-                .filter_map(|s| s.raw_fd())
-                .collect();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if pending.is_empty() || left.is_zero() {
-                break;
-            }
-            let mut fds: Vec<libc::pollfd> =
-                pending.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
-            // SAFETY: a valid pollfd array.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis().max(1) as i32) };
-        }
-        let lost = self.sup.stdout.buffered() + self.sup.stderr.buffered();
-        if lost > 0 {
-            warn!("exiting with {lost} bytes of service output the container's stdout did not take");
-        }
-        crate::logs::flush_stderr();
     }
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {

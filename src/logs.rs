@@ -328,6 +328,18 @@ impl Sink {
         }
     }
 
+    /// A sink that writes nowhere (what is left in a slot after its sink was handed on).
+    pub fn none() -> Sink {
+        Sink {
+            fd: None,
+            socket: false,
+            buf: VecDeque::new(),
+            cap: 0,
+            dropped_lines: 0,
+            last_progress: std::time::Instant::now(),
+        }
+    }
+
     pub fn raw_fd(&self) -> Option<i32> {
         self.fd.as_ref().map(|f| f.as_raw_fd())
     }
@@ -418,16 +430,52 @@ impl Sink {
 }
 
 /// PID 1's own diagnostics: `hermesinit: LEVEL message` on stderr, never blocking.
-static STDERR: Mutex<Option<Sink>> = Mutex::new(None);
+/// fd 2 has one writer at a time. Until PID 1's loop runs (and in every other role) it is this
+/// sink, written by tracing directly. Then the supervisor takes it over ([`take_stderr`]) and
+/// tracing only queues whole records here, which the supervisor moves into the same sink: the
+/// container's stderr never sees a service line and a diagnostic interleaved mid-line.
+static STDERR: Mutex<Stderr> =
+    Mutex::new(Stderr { sink: None, owner: None, queue: VecDeque::new(), queued: 0, wake: None });
+
+struct Stderr {
+    sink: Option<Sink>,
+    /// The thread that took fd 2 over (PID 1's loop).
+    owner: Option<std::thread::ThreadId>,
+    queue: VecDeque<Vec<u8>>,
+    queued: usize,
+    /// Written when another thread (the background sweep) queues a record, so the loop wakes.
+    wake: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Records queued for the owner at most (a stalled stderr must not grow PID 1 without bound).
+const MAX_QUEUED: usize = 1 << 20;
+
+fn stderr_state() -> std::sync::MutexGuard<'static, Stderr> {
+    STDERR.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct StderrWriter;
 
 impl Write for StderrWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut guard = STDERR.lock().unwrap_or_else(|p| p.into_inner());
-        let sink = guard.get_or_insert_with(|| Sink::open(2, 256 * 1024));
-        sink.record(&[b"hermesinit: ", buf]);
-        sink.flush();
+        let mut st = stderr_state();
+        if let Some(owner) = st.owner {
+            if st.queued + buf.len() <= MAX_QUEUED {
+                st.queued += buf.len() + 12;
+                let mut rec = b"hermesinit: ".to_vec();
+                rec.extend_from_slice(buf);
+                st.queue.push_back(rec);
+                if owner != std::thread::current().id() {
+                    if let Some((_, w)) = &st.wake {
+                        let _ = nix::unistd::write(w, b"!");
+                    }
+                }
+            }
+        } else {
+            let sink = st.sink.get_or_insert_with(|| Sink::open(2, 256 * 1024));
+            sink.record(&[b"hermesinit: ", buf]);
+            sink.flush();
+        }
         Ok(buf.len())
     }
 
@@ -436,10 +484,55 @@ impl Write for StderrWriter {
     }
 }
 
-/// Flush what the stderr sink still holds (called by the event loop when stderr is writable).
+/// Become fd 2's one writer: the sink (with whatever it still holds), sized `cap`. Tracing
+/// records are queued from now on; [`take_logged`] hands them over.
+pub fn take_stderr(cap: usize) -> Sink {
+    let mut st = stderr_state();
+    st.owner = Some(std::thread::current().id());
+    st.wake = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).ok();
+    let mut sink = st.sink.take().unwrap_or_else(|| Sink::open(2, cap));
+    sink.cap = sink.cap.max(cap);
+    sink
+}
+
+/// Give fd 2 back (PID 1 is exiting): queued records go into the sink, and from now on tracing
+/// writes directly again, so nothing logged after the loop is lost.
+pub fn return_stderr(mut sink: Sink) {
+    let mut st = stderr_state();
+    for rec in st.queue.drain(..) {
+        sink.record(&[&rec]);
+    }
+    sink.flush();
+    st.queued = 0;
+    st.owner = None;
+    st.sink = Some(sink);
+}
+
+/// The diagnostics queued since the last call, as whole records (each ends with a newline).
+pub fn take_logged() -> Vec<Vec<u8>> {
+    let mut st = stderr_state();
+    st.queued = 0;
+    st.queue.drain(..).collect()
+}
+
+/// The descriptor that becomes readable when another thread queued a record.
+pub fn logged_wake_fd() -> Option<i32> {
+    stderr_state().wake.as_ref().map(|(r, _)| r.as_raw_fd())
+}
+
+/// Empty the wake pipe (its bytes carry no data).
+pub fn clear_logged_wake() {
+    let st = stderr_state();
+    if let Some((r, _)) = &st.wake {
+        let mut b = [0u8; 64];
+        while nix::unistd::read(r.as_raw_fd(), &mut b).is_ok_and(|n| n > 0) {}
+    }
+}
+
+/// Flush what the stderr sink still holds while nobody has taken it over (boot, other roles).
 pub fn flush_stderr() -> bool {
-    let mut guard = STDERR.lock().unwrap_or_else(|p| p.into_inner());
-    guard.as_mut().map(|s| {
+    let mut st = stderr_state();
+    st.sink.as_mut().map(|s| {
         s.flush();
         s.pending()
     }) == Some(true)
@@ -545,6 +638,24 @@ mod tests {
         std::thread::sleep(limit * 2);
         assert!(s.stalled(std::time::Instant::now(), limit));
         drop(r);
+    }
+
+    #[test]
+    fn once_taken_fd_2_has_one_writer_and_diagnostics_queue_for_it() {
+        let sink = take_stderr(4096);
+        // A diagnostic no longer writes fd 2 itself: it waits, whole, for the owner's sink.
+        StderrWriter.write_all(b" INFO one\n").unwrap();
+        StderrWriter.write_all(b" INFO two\n").unwrap();
+        assert_eq!(take_logged(), vec![b"hermesinit:  INFO one\n".to_vec(), b"hermesinit:  INFO two\n".to_vec()]);
+        // Flooded, the queue stays bounded.
+        for _ in 0..100_000 {
+            StderrWriter.write_all(&[b'x'; 100]).unwrap();
+        }
+        assert!(take_logged().iter().map(Vec::len).sum::<usize>() <= MAX_QUEUED);
+        // Given back at exit: tracing writes directly again.
+        return_stderr(sink);
+        StderrWriter.write_all(b" INFO three\n").unwrap();
+        assert!(take_logged().is_empty());
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Supervisor {
             slots: BTreeMap::new(),
             pids: BTreeMap::new(),
             stdout: Sink::open(1, cap),
-            stderr: Sink::open(2, cap),
+            stderr: crate::logs::take_stderr(cap),
             base_env,
             shutting_down: false,
             dropped_reported: 0,

@@ -31,6 +31,46 @@ pub type ReadFds = std::rc::Rc<[(RawFd, String, bool)]>;
 pub(super) const HOLD_BELOW: usize = crate::logs::MAX_LINE + 128;
 
 impl Supervisor {
+    /// The container's stdout and stderr descriptors that hold unwritten data (for POLLOUT),
+    /// after moving PID 1's own queued diagnostics into the stderr sink.
+    pub fn out_fds(&mut self) -> Vec<RawFd> {
+        for rec in crate::logs::take_logged() {
+            self.stderr.record(&[&rec]);
+        }
+        [&self.stdout, &self.stderr].into_iter().filter(|s| s.pending()).filter_map(|s| s.raw_fd()).collect()
+    }
+
+    /// The container's stdout or stderr can take data.
+    pub fn writable(&mut self) {
+        self.stdout.flush();
+        self.stderr.flush();
+    }
+
+    /// C-INIT-3: what services wrote before the stop reaches `docker logs`. Waits for a slow
+    /// reader until `deadline`, then reports what could not be delivered.
+    pub fn flush_out(&mut self, deadline: Instant) {
+        self.drain_all(deadline);
+        loop {
+            self.writable();
+            let pending = self.out_fds();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending.is_empty() || left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> =
+                pending.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
+            // SAFETY: a valid pollfd array.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis().max(1) as i32) };
+        }
+        let lost = self.stdout.buffered() + self.stderr.buffered();
+        // fd 2 goes back to tracing's own writer: what is logged from here on still gets out.
+        crate::logs::return_stderr(std::mem::replace(&mut self.stderr, Sink::none()));
+        if lost > 0 {
+            warn!("exiting with {lost} bytes of service output the container's stdout/stderr did not take");
+        }
+        crate::logs::flush_stderr();
+    }
+
     /// How long the container's stdout reader may take nothing before lines are dropped.
     fn stall_limit(&self) -> Duration {
         Duration::from_millis(self.cfg.logs.stdout_stall_ms)
