@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub const CONFIG_PATH: &str = "/etc/hermesinit/config.yaml";
 pub const SPEC_FILE: &str = "hermesinit.yaml";
+pub const DEFAULT_SOCKET: &str = "/run/hermesinit/control.sock";
 
 /// Global settings. Every key is optional; the defaults are what the image needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,7 +80,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             scan_dir: "/run/service".into(),
-            control_socket: crate::control::DEFAULT_SOCKET.into(),
+            control_socket: DEFAULT_SOCKET.into(),
             hermes_home: crate::routing::HERMES_HOME_DEFAULT.into(),
             user: "hermes".into(),
             kill_grace_ms: 3000,
@@ -205,6 +206,32 @@ impl Config {
 
     /// The config file (`HERMESINIT_CONFIG` or /etc/hermesinit/config.yaml; a missing file
     /// means defaults), then the environment overrides.
+    /// The config as a client (`svc`, the s6 tools) sees it, read once per process: a broken
+    /// file falls back to the defaults with the environment's overrides — a client's job is
+    /// to reach PID 1, not to judge its config.
+    pub fn for_client() -> &'static Config {
+        static CFG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        CFG.get_or_init(|| {
+            Config::load().unwrap_or_else(|_| {
+                let mut c = Config::default();
+                c.apply_env(|k| std::env::var(k).ok());
+                c
+            })
+        })
+    }
+
+    /// How to reach PID 1: the configured socket and, unless `HERMESINIT_SOCKET` names one, the
+    /// fallback a non-root PID 1 uses when `/run` is not writable (boot::rundir), trusted only
+    /// when owned by the hermes user.
+    pub fn client(&self) -> crate::control::Client {
+        let fallback = if std::env::var_os("HERMESINIT_SOCKET").is_some() {
+            None
+        } else {
+            crate::users::user_by_name(&self.user).ok().flatten().and_then(|u| crate::boot::fallback_socket(u.uid))
+        };
+        crate::control::Client { socket: self.control_socket.clone(), fallback }
+    }
+
     pub fn load() -> Result<Config, Invalid> {
         let file = std::env::var_os("HERMESINIT_CONFIG").map(PathBuf::from).unwrap_or_else(|| CONFIG_PATH.into());
         let mut c = match std::fs::read_to_string(&file) {

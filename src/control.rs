@@ -17,27 +17,6 @@ use std::time::Duration;
 pub const VERSION: u32 = 2;
 /// The oldest request version served.
 pub const MIN_VERSION: u32 = 1;
-pub const DEFAULT_SOCKET: &str = "/run/hermesinit/control.sock";
-
-/// Where the socket is: the config's `control_socket` (`HERMESINIT_SOCKET` wins).
-pub fn socket_path() -> PathBuf {
-    match crate::config::Config::load() {
-        Ok(c) => c.control_socket,
-        Err(_) => std::env::var_os("HERMESINIT_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into()),
-    }
-}
-
-/// The fallback socket of a non-root PID 1 (boot::rundir::runtime_fallback), unless the
-/// socket is set explicitly by `HERMESINIT_SOCKET`.
-fn fallback_socket() -> Option<PathBuf> {
-    if std::env::var_os("HERMESINIT_SOCKET").is_some() {
-        return None;
-    }
-    let user = crate::config::Config::load().map(|c| c.user).unwrap_or_else(|_| "hermes".into());
-    let uid = crate::users::user_by_name(&user).ok().flatten()?.uid;
-    crate::boot::fallback_socket(uid)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitFor {
@@ -271,14 +250,29 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// Send one request and read the answer. `wait` requests get a socket timeout a little longer
-/// than their own, so a dead supervisor cannot hang the client.
-pub fn request(req: Request) -> Result<Response, ClientError> {
-    let path = socket_path();
-    let mut stream = match UnixStream::connect(&path) {
+/// Where a client finds PID 1: the configured socket, and the fallback of a non-root PID 1
+/// whose `/run` was not writable (see `config::Config::client`).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub socket: PathBuf,
+    pub fallback: Option<PathBuf>,
+}
+
+impl Client {
+    /// Send one request and read the answer. `wait` requests get a socket timeout a little
+    /// longer than their own, so a dead supervisor cannot hang the client.
+    pub fn request(&self, req: Request) -> Result<Response, ClientError> {
+        request(self, req)
+    }
+}
+
+fn request(client: &Client, req: Request) -> Result<Response, ClientError> {
+    let path = &client.socket;
+    let mut stream = match UnixStream::connect(path) {
         Ok(s) => s,
-        // A PID 1 running as hermes with an unwritable /run uses a fallback (boot::rundir).
-        Err(e) => fallback_socket()
+        Err(e) => client
+            .fallback
+            .as_ref()
             .and_then(|p| UnixStream::connect(p).ok())
             .ok_or_else(|| ClientError::NotRunning(format!("{}: {e}", path.display())))?,
     };

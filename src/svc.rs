@@ -150,7 +150,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             (Request::Wait { services, until, any, timeout_ms }, Show::Nothing)
         }
     };
-    let resp = match control::request(req) {
+    let resp = match crate::config::Config::for_client().client().request(req) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hermesinit svc: {e}");
@@ -189,7 +189,7 @@ fn print(text: &str) -> bool {
 /// `svc health`: 0 healthy, 1 unhealthy (any reason, an unreachable supervisor included, as
 /// Docker's HEALTHCHECK wants), 2 usage.
 fn health_main(grace_s: u64, json: bool) -> i32 {
-    let reasons = match control::request(Request::Status { services: Vec::new() }) {
+    let reasons = match crate::config::Config::for_client().client().request(Request::Status { services: Vec::new() }) {
         Ok(r) if r.ok => health::reasons(&r, now_ms(), grace_s.saturating_mul(1000)),
         Ok(r) => vec![format!("supervisor: {}", r.error.as_deref().unwrap_or("refused"))],
         Err(e) => vec![e.to_string()],
@@ -222,7 +222,10 @@ fn log_dir_of(s: &ServiceStatus, hermes_home: &std::path::Path) -> Result<std::p
 }
 
 fn logs_main(name: &str, o: &logs::Options) -> i32 {
-    let resp = match control::request(Request::Status { services: vec![name.to_string()] }) {
+    let resp = match crate::config::Config::for_client()
+        .client()
+        .request(Request::Status { services: vec![name.to_string()] })
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hermesinit svc: {e}");
@@ -233,7 +236,7 @@ fn logs_main(name: &str, o: &logs::Options) -> i32 {
         eprintln!("hermesinit svc: {}", resp.error.as_deref().unwrap_or("no such service"));
         return 1;
     };
-    let home = crate::config::Config::load().map(|c| c.hermes_home).unwrap_or_else(|_| "/opt/data".into());
+    let home = crate::config::Config::for_client().hermes_home.clone();
     let dir = match log_dir_of(s, &home) {
         Ok(d) => d,
         Err(e) => {

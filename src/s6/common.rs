@@ -38,12 +38,7 @@ pub fn strerror(e: &std::io::Error) -> String {
 /// `scan_dir`, else `/run/service`. A broken config file is not our business here: it falls
 /// back to the environment and the default.
 pub fn scan_dir() -> PathBuf {
-    match Config::load() {
-        Ok(c) => c.scan_dir,
-        Err(_) => {
-            std::env::var_os("HERMESINIT_SCAN_DIR").map(PathBuf::from).unwrap_or_else(|| Config::default().scan_dir)
-        }
-    }
+    Config::for_client().scan_dir.clone()
 }
 
 #[derive(Debug)]
@@ -122,7 +117,7 @@ fn failed(r: Response) -> CallError {
 
 /// One request; an answer with `ok: false` becomes an error.
 pub fn call(req: Request) -> Result<Response, CallError> {
-    match control::request(req) {
+    match Config::for_client().client().request(req) {
         Ok(r) if r.ok => Ok(r),
         Ok(r) => Err(failed(r)),
         Err(ClientError::NotRunning(_)) => Err(CallError::NotSupervised),

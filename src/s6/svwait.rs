@@ -11,7 +11,7 @@
 use super::common::{self, CallError, Resolved, SYSTEM, fatal, usage};
 use super::getopt;
 use super::status::Snapshot;
-use crate::control::{self, ClientError, Request, ServiceStatus, WaitFor};
+use crate::control::{ClientError, Request, ServiceStatus, WaitFor};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ pub fn wait(
             };
             let timeout_ms = remaining().map(|d| d.as_millis() as u64);
             let req = Request::Wait { services: names.to_vec(), until: wait_for, any, timeout_ms };
-            match control::request(req) {
+            match crate::config::Config::for_client().client().request(req) {
                 Ok(r) if r.ok && r.timed_out => Err(WaitError::TimedOut),
                 // PID 1 counts a service that is being stopped as down already; for s6 it is
                 // up until its process is gone, so that last stretch is watched here.

@@ -33,7 +33,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     let keep = std::env::var_os("S6_KEEP_ENV");
     if apply_snapshot(keep.as_ref().map(|v| v.as_bytes())) {
-        let dir = Config::load().map(|c| c.env_dir).unwrap_or_else(|_| Config::default().env_dir);
+        let dir = Config::for_client().env_dir.clone();
         let vars = match envdir::read(&dir) {
             Ok(v) => v,
             Err(e) => return fatal("s6-envdir", 111, format!("unable to envdir {}: {}", dir.display(), strerror(&e))),
