@@ -15,35 +15,51 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Longer lines are split into pieces of this size, never dropped.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// Accumulates bytes and hands out complete lines (without the newline).
-#[derive(Default)]
+/// Accumulates bytes and hands out complete lines (without the newline), a line longer than
+/// the limit cut into pieces of the limit. The one splitter of PID 1's fan-out and s6-log.
 pub struct LineSplitter {
     buf: Vec<u8>,
+    /// 0: no limit.
+    limit: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter::with_limit(MAX_LINE)
+    }
 }
 
 impl LineSplitter {
-    /// Feed bytes; `emit` gets every complete line, and every MAX_LINE-sized piece of a long one.
+    /// Lines cut at `limit` bytes (0: never cut; s6-log's `-l`).
+    pub fn with_limit(limit: usize) -> LineSplitter {
+        LineSplitter { buf: Vec::new(), limit }
+    }
+
+    fn pieces(&self, line: &[u8], emit: &mut impl FnMut(&[u8])) {
+        if line.is_empty() || self.limit == 0 {
+            return emit(line);
+        }
+        for piece in line.chunks(self.limit) {
+            emit(piece);
+        }
+    }
+
+    /// Feed bytes; `emit` gets every complete line, and every limit-sized piece of a long one
+    /// as soon as it is known to be longer.
     pub fn feed(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8])) {
         while let Some(i) = data.iter().position(|&b| b == b'\n') {
             if self.buf.is_empty() {
-                for piece in data[..i].chunks(MAX_LINE) {
-                    emit(piece);
-                }
-                if i == 0 {
-                    emit(b"");
-                }
+                self.pieces(&data[..i], &mut emit);
             } else {
                 self.buf.extend_from_slice(&data[..i]);
                 let line = std::mem::take(&mut self.buf);
-                for piece in line.chunks(MAX_LINE) {
-                    emit(piece);
-                }
+                self.pieces(&line, &mut emit);
             }
             data = &data[i + 1..];
         }
         self.buf.extend_from_slice(data);
-        while self.buf.len() >= MAX_LINE {
-            let rest = self.buf.split_off(MAX_LINE);
+        while self.limit > 0 && self.buf.len() > self.limit {
+            let rest = self.buf.split_off(self.limit);
             emit(&std::mem::replace(&mut self.buf, rest));
         }
     }
@@ -56,7 +72,8 @@ impl LineSplitter {
     /// The partial last line, if any (at EOF).
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
         if !self.buf.is_empty() {
-            emit(&std::mem::take(&mut self.buf));
+            let line = std::mem::take(&mut self.buf);
+            self.pieces(&line, &mut emit);
         }
     }
 }

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 struct Wait {
     conn: u64,
+    /// Named a slot PID 1 had not seen: judged only after the scan directory was read again
+    /// (the supervisor's rescan count passed this), so a slot just published is not "gone".
+    after_rescan: Option<u64>,
     services: Vec<String>,
     until: WaitFor,
     any: bool,
@@ -71,7 +74,7 @@ impl Requests {
         };
         let mut todo = Todo::Nothing;
         let resp = match req {
-            Request::Status { services } => match cx.sup.status(&services) {
+            Request::Status { services } => match status_of(&mut cx, &services, now) {
                 Ok(s) => ok(&cx, s),
                 Err(e) => Response::failure(e),
             },
@@ -89,6 +92,7 @@ impl Requests {
                 let unknown = !cx.stopping && services.iter().any(|n| !cx.sup.knows(n));
                 self.waits.push(Wait {
                     conn: id,
+                    after_rescan: unknown.then(|| cx.sup.rescans()),
                     services,
                     until,
                     any,
@@ -122,6 +126,10 @@ impl Requests {
             if !cx.server.is_open(w.conn) {
                 continue;
             }
+            if w.after_rescan.is_some_and(|n| cx.sup.rescans() <= n) {
+                self.waits.push(w);
+                continue;
+            }
             let met = match w.until {
                 WaitFor::Boot => cx.boot != BootState::Running,
                 WaitFor::Sweep => cx.sweep_done,
@@ -137,6 +145,14 @@ impl Requests {
             }
         }
     }
+}
+
+/// A status that names a slot not seen yet reads the scan directory first, as commands do.
+fn status_of(cx: &mut Ctx, services: &[String], now: Instant) -> Result<Vec<control::ServiceStatus>, control::Failure> {
+    if !cx.stopping && services.iter().any(|n| !cx.sup.knows(n)) {
+        cx.sup.rescan(now);
+    }
+    cx.sup.status(services)
 }
 
 fn command(cx: &mut Ctx, services: &[String], ev: Event, now: Instant) -> Response {

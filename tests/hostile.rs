@@ -165,9 +165,9 @@ fn c_sec_5_thousands_of_slots_cost_o_n_and_status_stays_fast() {
         \x20   open(f'{d}/down','w').close()\n\
         \x20   os.rename(d, f'{S}/s{i}')\n";
     let script = format!(
-        "python3 -c \"$PY\"; for i in 1 2 3 4 5 6 7 8 9 10; do \
+        "python3 -c \"$PY\"; i=0; while [ $i -lt 120 ]; do i=$((i+1)); \
            n=$({BIN} svc status --json 2>/dev/null | grep -c '\"name\"'); [ \"$n\" -ge 5000 ] && break; sleep 0.5; done; \
-         for i in 1 2 3; do t0=$(date +%s%N); {BIN} svc status s4321 >/dev/null; t1=$(date +%s%N); \
+         for i in 1 2 3 4 5; do t0=$(date +%s%N); {BIN} svc status s4321 >/dev/null; t1=$(date +%s%N); \
            echo status-ms=$(( (t1-t0)/1000000 )); done; \
          t0=$(date +%s%N); n=$({BIN} svc status --json | grep -c '\"name\"'); t1=$(date +%s%N); \
          echo all=$n all-ms=$(( (t1-t0)/1000000 )); \
@@ -180,7 +180,7 @@ fn c_sec_5_thousands_of_slots_cost_o_n_and_status_stays_fast() {
     assert!(out.stdout.contains("all=5000 "), "{ctx}");
     assert_eq!(out.stderr.matches("service(s) not started: at most 5000 services").count(), 1, "{ctx}");
     let ms: Vec<u64> = out.stdout.lines().filter_map(|l| l.strip_prefix("status-ms=")?.parse().ok()).collect();
-    assert_eq!(ms.len(), 3, "{ctx}");
+    assert_eq!(ms.len(), 5, "{ctx}");
     // One service's status among 5,000: PID 1 answers at once (the bound is generous for a
     // debug build on a loaded machine; the measured value is printed above).
     assert!(ms.iter().min().unwrap() < &100, "{ms:?} {ctx}");

@@ -19,7 +19,7 @@
 
 use super::common::{fatal, strerror, usage, warn};
 use super::getopt;
-use crate::logs::{RotatingFile, Sink};
+use crate::logs::{LineSplitter, RotatingFile, Sink};
 use std::ffi::{CString, OsString};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -247,47 +247,6 @@ fn tai_prefix(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let label = super::status::tai64n_label(d.as_millis() as u64);
     format!("{}{:08x} ", &label[..17], d.subsec_nanos())
-}
-
-/// Splits input into lines of at most `limit` bytes (0: no limit), s6-log's `-l`.
-struct Lines {
-    buf: Vec<u8>,
-    limit: usize,
-}
-
-impl Lines {
-    fn feed(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) {
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            self.buf.extend_from_slice(&data[..i]);
-            let line = std::mem::take(&mut self.buf);
-            self.split(line, out);
-            data = &data[i + 1..];
-        }
-        self.buf.extend_from_slice(data);
-        while self.limit > 0 && self.buf.len() > self.limit {
-            let rest = self.buf.split_off(self.limit);
-            out.push(std::mem::replace(&mut self.buf, rest));
-        }
-    }
-
-    fn split(&self, line: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        if self.limit == 0 || line.len() <= self.limit {
-            out.push(line);
-        } else {
-            out.extend(line.chunks(self.limit).map(<[u8]>::to_vec));
-        }
-    }
-
-    fn partial(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
-    fn finish(&mut self, out: &mut Vec<Vec<u8>>) {
-        if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            self.split(line, out);
-        }
-    }
 }
 
 struct Logger {
@@ -518,11 +477,11 @@ fn run(logger: &mut Logger, limit: usize, protect: bool) -> i32 {
     let _ = mask.thread_block();
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let stdin = std::io::stdin();
-    let mut lines = Lines { buf: Vec::new(), limit };
+    let mut lines = LineSplitter::with_limit(limit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut stopping = false;
     loop {
-        if stopping && !lines.partial() {
+        if stopping && lines.pending() == 0 {
             break;
         }
         let out_fd = logger.stdout.as_ref().filter(|s| s.pending()).and_then(Sink::raw_fd);
@@ -565,13 +524,13 @@ fn run(logger: &mut Logger, limit: usize, protect: bool) -> i32 {
                 break;
             }
             let mut out = Vec::new();
-            lines.feed(&buf[..n as usize], &mut out);
+            lines.feed(&buf[..n as usize], |l| out.push(l.to_vec()));
             logger.log(&out);
         }
         logger.flush();
     }
     let mut out = Vec::new();
-    lines.finish(&mut out);
+    lines.flush(|l| out.push(l.to_vec()));
     logger.log(&out);
     logger.finish();
     0
@@ -619,13 +578,13 @@ mod tests {
 
     #[test]
     fn lines_split_at_the_limit_and_keep_the_tail() {
-        let mut l = Lines { buf: Vec::new(), limit: 48 };
-        let mut out = Vec::new();
-        l.feed(&[b'a'; 100], &mut out);
-        l.feed(b"\nb\nc", &mut out);
+        let mut l = LineSplitter::with_limit(48);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        l.feed(&[b'a'; 100], |x| out.push(x.to_vec()));
+        l.feed(b"\nb\nc", |x| out.push(x.to_vec()));
         assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![48, 48, 4, 1]);
-        assert!(l.partial());
-        l.finish(&mut out);
+        assert!(l.pending() > 0);
+        l.flush(|x| out.push(x.to_vec()));
         assert_eq!(out.last().unwrap(), b"c");
     }
 

@@ -78,6 +78,8 @@ pub struct Supervisor {
     /// `read_fds`' answer for a set of held-back streams, until the slot table changes.
     read_fds: Option<(u8, ReadFds)>,
     supervise_failing: bool,
+    /// Rescans done (waits that named an unknown slot wait for the next one).
+    rescans: u64,
     /// Descriptors the slots hold, and PID 1's limit on open files.
     fds: usize,
     nofile: usize,
@@ -120,6 +122,7 @@ impl Supervisor {
             scan_unreadable: false,
             read_fds: None,
             supervise_failing: false,
+            rescans: 0,
             fds: 0,
             nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .map_or(1024, |(soft, _)| soft.min(usize::MAX as u64) as usize),
@@ -147,6 +150,7 @@ impl Supervisor {
     /// they have a `down` file); removed or replaced ones are stopped and dropped. O(N) in the
     /// number of entries, and a slot that failed to load is not read again until it changes.
     pub fn rescan(&mut self, now: Instant) {
+        self.rescans += 1;
         let scan = match crate::fsx::open_dir_path(&self.cfg.scan_dir) {
             Ok(fd) => fd,
             Err(e) => {

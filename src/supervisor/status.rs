@@ -4,6 +4,11 @@
 use super::*;
 
 impl Supervisor {
+    /// How many times the scan directory has been read.
+    pub fn rescans(&self) -> u64 {
+        self.rescans
+    }
+
     /// Is `name` a live slot?
     pub fn knows(&self, name: &str) -> bool {
         self.slots.get(name).is_some_and(|s| !s.removed)
