@@ -325,6 +325,7 @@ impl Sink {
         let fd = match reopened {
             Some(f) => Some(OwnedFd::from(f)),
             // Sockets, regular files (and a missing /proc): a dup; sockets get MSG_DONTWAIT.
+            // SAFETY: dup returned a fresh descriptor that nothing else owns.
             None => nix::unistd::dup(which).ok().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
         };
         if let Some(fd) = &fd {

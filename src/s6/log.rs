@@ -218,6 +218,7 @@ fn compile(words: &[OsString]) -> Result<Script, ParseError> {
 
 /// Local time as s6-log's `T` prints it: `YYYY-MM-DD HH:MM:SS.nnnnnnnnn  `.
 fn iso_local(t: SystemTime) -> String {
+    // SAFETY: glibc's `void tzset(void)`, declared as it is (the libc crate does not export it).
     unsafe extern "C" {
         fn tzset();
     }
