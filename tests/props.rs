@@ -53,24 +53,9 @@ fn timed<T>(what: &str, bound: Duration, f: impl FnOnce() -> T) -> T {
     r
 }
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!("hermesinit-props-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/tmp.rs"]
+mod tmp;
+use tmp::Tmp;
 
 /// Arbitrary bytes, with up to 32 of them replaced by ones parsers care about (one flat
 /// `Vec<u8>` plus a few patches: much cheaper to generate than a union per byte).
