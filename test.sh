@@ -17,7 +17,7 @@ install_deps() {
     export DEBIAN_FRONTEND=noninteractive
     local need=() pkg
     for pkg in s6 tini dumb-init catatonit supervisor debootstrap shellcheck procps util-linux strace \
-      docker-compose python3-pip file binutils; do
+      docker-compose python3-pip file binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
       dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -65,8 +65,20 @@ if readelf -l target/release/hermesinit | grep -q 'program interpreter'; then
 fi
 
 if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
-  step "cargo check --target aarch64-unknown-linux-gnu"
-  cargo check --locked --target aarch64-unknown-linux-gnu
+  if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
+    step "static aarch64 build (Debian's cross gcc as the linker)"
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+      cargo build --release --locked --target aarch64-unknown-linux-gnu
+    arm=target/aarch64-unknown-linux-gnu/release/hermesinit
+    file "$arm" | grep -q 'ARM aarch64' || { echo "$arm is not an aarch64 binary" >&2; exit 1; }
+    if readelf -l "$arm" | grep -q 'program interpreter'; then
+      echo "$arm is not statically linked" >&2
+      exit 1
+    fi
+  else
+    step "cargo check --target aarch64-unknown-linux-gnu (no cross linker here)"
+    cargo check --locked --target aarch64-unknown-linux-gnu
+  fi
 fi
 
 step "unit and PID-namespace integration tests"
