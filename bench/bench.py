@@ -37,7 +37,7 @@ GROUP = "root:x:0:\nhermes:x:10000:\nnogroup:x:65534:\n"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Every boot step: skipped for the rows that compare the bare init/supervisor (row 3 says "no
 # boot steps"; the others measure stop, respawn, logging, memory…). Row 4 runs the full boot.
-ALL_BOOT_STEPS = "env,remap,scandir,sweep,seed,state,reconcile,dashboard,hooks,bootlog"
+ALL_BOOT_STEPS = "env,remap,groups,scandir,volume,sweep,seed,stamp,apikey,auth,migrate,skills,modes,state,reconcile,dashboard,hooks,bootlog"
 
 # The upstream (s6-overlay image) privilege-drop shim, as the seeds describe it: root →
 # `s6-setuidgid hermes` → the real binary; strict truthiness for the opt-out.
