@@ -17,6 +17,11 @@ impl Supervisor {
     /// Keep `supervise/status` in step with the machine (rewritten only when it changed).
     pub(super) fn publish_status(&mut self, name: &str, now: Instant) {
         let scan_dir = &self.cfg.scan_dir;
+        // Once the container stops nobody is left to read it, and PID 1's exit releases the
+        // lock (s6-svok then says "not supervised"): the stop path writes no status files.
+        if self.shutting_down {
+            return;
+        }
         let Some(s) = self.slots.get_mut(name) else { return };
         if s.supervise.is_none() || s.removed {
             return;
