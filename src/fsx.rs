@@ -191,14 +191,6 @@ fn too_large(max: u64) -> io::Error {
     io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {max} bytes"))
 }
 
-/// [`read_bounded_at`] of `rel` below the trusted directory `base`, every component of `rel`
-/// opened with `O_NOFOLLOW`.
-pub fn read_bounded_under(base: &Path, rel: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let root = open_dir_path(base)?;
-    let (parent, name) = walk_parent(root.as_fd(), rel).map_err(|(_, e)| e)?;
-    read_bounded_at(parent.as_ref().map_or(root.as_fd(), |p| p.as_fd()), &name, max)
-}
-
 /// Create a new file; fails if anything (a symlink included) already has the name.
 pub fn create_excl_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<File> {
     open_raw(

@@ -65,24 +65,14 @@ pub fn owner_identity(st: &Stat, what: &Path) -> Result<Option<Identity>, String
             Err(format!("refusing to run as root: {} is writable by group or others", what.display()))
         };
     }
-    let mut id = Identity::resolve(&st.uid.to_string()).map_err(|e| format!("owner uid {}: {e}", st.uid))?;
-    if id.name.is_none() {
-        // No passwd entry: the directory's group, but never root's.
-        id.gid = if st.gid == 0 { st.uid } else { st.gid };
-        id.groups = vec![id.gid];
-    }
-    Ok(Some(id))
+    Ok(Some(identity_of_owner(st.uid, st.gid)))
 }
 
-/// The identity of a non-root directory owner, for PID 1's writes on the slot's behalf.
-pub fn owner_uid_identity(uid: u32) -> Option<Identity> {
-    Identity::resolve(&uid.to_string()).ok().or(Some(Identity {
-        uid,
-        gid: uid,
-        groups: vec![uid],
-        name: None,
-        home: None,
-    }))
+/// Who a non-root owner is: its passwd entry and groups, or — without one — the directory's
+/// group, but never root's. Also whose permissions PID 1 writes the slot's files with.
+pub fn identity_of_owner(uid: u32, gid: u32) -> Identity {
+    let gid = if gid == 0 { uid } else { gid };
+    Identity::resolve(&uid.to_string()).unwrap_or(Identity { uid, gid, groups: vec![gid], name: None, home: None })
 }
 
 /// Open and check one program file of the slot.

@@ -53,16 +53,6 @@ impl State {
             State::Backoff { .. } => W::Backoff,
         }
     }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            State::Down => "down",
-            State::Up { .. } => "up",
-            State::Stopping { .. } => "stopping",
-            State::Finishing { .. } => "finishing",
-            State::Backoff { .. } => "backoff",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -262,7 +262,7 @@ impl Supervisor {
                 Kind::Native(spec) => {
                     // PID 1 writes the log as the slot's owner (or the user a root slot names).
                     let writer = match dir.owner {
-                        Some(uid) => launch::owner_uid_identity(uid),
+                        Some((uid, gid)) => Some(launch::identity_of_owner(uid, gid)),
                         None => spec.user.as_deref().and_then(|u| Identity::resolve(u).ok()),
                     };
                     let file = spec.log.dir.clone().map(|d| {
@@ -313,8 +313,8 @@ impl Supervisor {
         };
         self.pipes_failing = false;
         let wanted = !dir.down_file && !self.shutting_down;
-        info!("service {name}: registered ({}, {})", kind_name(&dir.kind), if wanted { "starting" } else { "down" });
-        let writer = dir.owner.and_then(launch::owner_uid_identity);
+        info!("service {name}: registered ({}, {})", dir.kind.wire(), if wanted { "starting" } else { "down" });
+        let writer = dir.owner.map(|(u, g)| launch::identity_of_owner(u, g));
         let opened = if keep_supervise {
             supervise::Supervise::open(&self.cfg.scan_dir, &name, dir.inode, writer)
         } else {
@@ -619,12 +619,5 @@ impl Supervisor {
             self.event(&n, ev, now);
         }
         Ok(())
-    }
-}
-
-fn kind_name(k: &Kind) -> &'static str {
-    match k {
-        Kind::Native(_) => "native",
-        Kind::S6 { .. } => "s6",
     }
 }

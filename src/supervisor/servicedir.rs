@@ -19,6 +19,16 @@ pub enum Kind {
     S6 { finish: bool, logger: bool },
 }
 
+impl Kind {
+    /// As the control protocol names it.
+    pub fn wire(&self) -> crate::control::ServiceKind {
+        match self {
+            Kind::Native(_) => crate::control::ServiceKind::Native,
+            Kind::S6 { .. } => crate::control::ServiceKind::S6,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceDir {
     pub name: String,
@@ -28,8 +38,8 @@ pub struct ServiceDir {
     pub down_file: bool,
     /// The directory this slot was loaded from: a start from any other one is refused.
     pub inode: ((u32, u32), u64),
-    /// Its owner, for log files PID 1 writes on the slot's behalf (`None`: root).
-    pub owner: Option<u32>,
+    /// Its owner (uid, gid), for files PID 1 writes on the slot's behalf (`None`: root).
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -109,7 +119,7 @@ impl ServiceDir {
             Err(e) if fsx::is_symlink_refusal(&e) => return Err(bad(format!("refusing {SPEC_FILE}: a symlink"))),
             Err(e) => return Err(bad(format!("{SPEC_FILE}: {e}"))),
         };
-        let owner = (st.uid != 0).then_some(st.uid);
+        let owner = (st.uid != 0).then_some((st.uid, st.gid));
         Ok(ServiceDir { name: name.to_string(), path, kind, down_file, inode: (st.dev, st.ino), owner })
     }
 }

@@ -95,10 +95,7 @@ pub(super) fn status_of(name: &str, s: &Slot, now: Instant, wall_now: SystemTime
             State::Backoff { until } => Some(until.saturating_duration_since(now).as_millis() as u64),
             _ => None,
         },
-        kind: match s.dir.kind {
-            Kind::Native(_) => control::ServiceKind::Native,
-            Kind::S6 { .. } => control::ServiceKind::S6,
-        },
+        kind: s.dir.kind.wire(),
         has_logger: s.logger.is_some(),
         failing_since_ms: s.m.failing_since.map(|t| {
             wall(t, wall_now, now).duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
