@@ -224,7 +224,11 @@ fn c_sec_4_wait_then_disconnect_does_not_spin_or_leak() {
         s.write_all(b"{\"v\":1,\"op\":\"wait\",\"services\":[\"nope\"],\"until\":\"up\",\"any\":false}\n").unwrap();
         std::thread::sleep(Duration::from_millis(20)); // the request is read: the wait is pending
     } // ... and every client hangs up (Ctrl-C on `svc wait`)
-    std::thread::sleep(Duration::from_millis(300));
+    // The hang-ups are seen on the next loop pass: wait for the descriptors to go (bounded).
+    let t0 = std::time::Instant::now();
+    while harness::proc_fds(p.pid) > base.0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let after = p.measure("after 20 waits hung up");
     assert!(after.0 <= base.0, "fds leaked by hung-up waits: {} (baseline {})", after.0, base.0);
     p.status("after hung-up waits");
