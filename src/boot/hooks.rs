@@ -9,8 +9,7 @@
 
 use super::StepErr;
 use crate::spawn::{Command, Group};
-use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -79,44 +78,20 @@ pub fn run_one(path: &Path, env: &[(OsString, OsString)]) -> Result<Exit, StepEr
         code: if e.errno == nix::Error::ENOENT { 127 } else { 126 },
         reason: format!("hook {} could not be started: {e}", path.display()),
     })?;
-    // Wait for the hook, but stay answerable to `docker stop`: SIGCHLD wakes us, SIGTERM/SIGINT
-    // stop the hook's group (KILL after 3 s) and the container. The 100 ms timeout only bounds
-    // the wait when SIGCHLD went to another thread (boot run from a test).
-    let mut set = nix::sys::signal::SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    let mut stopped: Option<(i32, std::time::Instant)> = None;
-    loop {
-        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) if stopped.is_none() => return Ok(Exit::Code(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) if stopped.is_none() => return Ok(Exit::Signal(sig as i32)),
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
-                let (sig, _) = stopped.unwrap_or((15, std::time::Instant::now()));
-                return Err(StepErr {
-                    code: 128 + sig,
-                    reason: format!("stopped by signal {sig} while hook {} ran", path.display()),
-                });
-            }
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(StepErr::new(format!("waiting for hook {}: {e}", path.display()))),
+    // Stay answerable to `docker stop` while it runs: the hook's group is stopped (KILL after
+    // 3 s) and so is the container.
+    match super::pyrun::wait_child(pid, None, None, std::time::Duration::from_secs(3)) {
+        Ok((_, Some(super::pyrun::Stop::Signal(sig)))) => {
+            warn!("boot: hooks: signal {sig} during {}: stopped it and the container", path.display());
+            Err(StepErr {
+                code: 128 + sig,
+                reason: format!("stopped by signal {sig} while hook {} ran", path.display()),
+            })
         }
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
-        // SAFETY: sigtimedwait with a valid set and timeout.
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-        if (sig == libc::SIGTERM || sig == libc::SIGINT) && stopped.is_none() {
-            warn!("boot: hooks: signal {sig} during {}: stopping it and the container", path.display());
-            stopped = Some((sig, std::time::Instant::now()));
-            // SAFETY: kill(2) on the hook's own process group.
-            unsafe { libc::kill(-pid.as_raw(), libc::SIGTERM) };
-        }
-        if let Some((_, t)) = stopped {
-            if t.elapsed() > std::time::Duration::from_secs(3) {
-                // SAFETY: as above.
-                unsafe { libc::kill(-pid.as_raw(), libc::SIGKILL) };
-            }
-        }
+        Ok((WaitStatus::Signaled(_, sig, _), _)) => Ok(Exit::Signal(sig as i32)),
+        Ok((WaitStatus::Exited(_, code), _)) => Ok(Exit::Code(code)),
+        Ok(_) => Ok(Exit::Code(1)),
+        Err(e) => Err(StepErr::new(format!("waiting for hook {}: {e}", path.display()))),
     }
 }
 

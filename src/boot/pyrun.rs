@@ -12,8 +12,9 @@ use crate::creds::Identity;
 use crate::spawn::{Command, Group};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,76 +58,129 @@ pub fn run(r: &Run, mut line: impl FnMut(&str)) -> Result<Ended, StepErr> {
         }
     };
     drop(wr);
+    let mut out = Output { rd: Some(rd), buf: Vec::new(), line: &mut line };
+    let (st, stop) = wait_child(pid, Some(&mut out), Some(r.timeout), Duration::from_secs(2))
+        .map_err(|e| StepErr::new(format!("waiting for {}: {e}", r.argv[0])))?;
+    Ok(match (stop, st) {
+        (Some(Stop::Signal(sig)), _) => {
+            return Err(StepErr {
+                code: 128 + sig,
+                reason: format!("stopped by signal {sig} while {} ran", r.argv.join(" ")),
+            });
+        }
+        (Some(Stop::Timeout), _) => Ended::TimedOut,
+        (None, WaitStatus::Signaled(_, s, _)) => Ended::Signal(s as i32),
+        (None, WaitStatus::Exited(_, c)) => Ended::Code(c),
+        (None, _) => Ended::Code(1),
+    })
+}
+
+/// A child's output pipe, split into lines for `line` (lossy UTF-8, without newline).
+pub struct Output<'a> {
+    rd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    line: &'a mut dyn FnMut(&str),
+}
+
+impl Output<'_> {
+    /// Read what the pipe holds; at EOF the pipe is closed and a partial last line flushed.
+    fn drain(&mut self) {
+        let Some(rd) = &self.rd else { return };
+        let mut chunk = [0u8; 8192];
+        let mut eof = false;
+        loop {
+            match nix::unistd::read(rd.as_raw_fd(), &mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(nix::Error::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let l: Vec<u8> = self.buf.drain(..=i).collect();
+            (self.line)(String::from_utf8_lossy(&l[..i]).trim_end());
+        }
+        // A very long line without newline is flushed in pieces.
+        if self.buf.len() > 16384 || (eof && !self.buf.is_empty()) {
+            (self.line)(String::from_utf8_lossy(&self.buf).trim_end());
+            self.buf.clear();
+        }
+        if eof {
+            self.rd = None;
+        }
+    }
+}
+
+/// Why boot stopped one of its children before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM/SIGINT reached PID 1 (`docker stop`) while it ran.
+    Signal(i32),
+    Timeout,
+}
+
+/// Wait for boot's own child `pid`. Boot runs before PID 1's loop exists, so it waits for its
+/// children by pid — the one exception to the single reaper. It stays answerable to `docker
+/// stop` meanwhile: SIGTERM/SIGINT (or `timeout`) send TERM to the child's group, KILL follows
+/// `grace` later. With `out`, the child's output pipe is read as it comes: poll() does the
+/// waiting while the pipe is open; after that, sigtimedwait() waits for SIGCHLD or a signal
+/// (100 ms at most: SIGCHLD may go to another thread when boot runs from a test).
+pub fn wait_child(
+    pid: Pid,
+    mut out: Option<&mut Output>,
+    timeout: Option<Duration>,
+    grace: Duration,
+) -> nix::Result<(WaitStatus, Option<Stop>)> {
     let mut set = nix::sys::signal::SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         set.add(s);
     }
     let _ = set.thread_block();
     let started = Instant::now();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut eof = false;
-    let mut stop: Option<(Instant, Option<i32>)> = None; // (when, signal that asked)
-    let drain = |buf: &mut Vec<u8>, eof: &mut bool, line: &mut dyn FnMut(&str)| {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match nix::unistd::read(rd.as_raw_fd(), &mut chunk) {
-                Ok(0) => {
-                    *eof = true;
-                    break;
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(nix::Error::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let l: Vec<u8> = buf.drain(..=i).collect();
-            line(String::from_utf8_lossy(&l[..i]).trim_end());
-        }
-        // A very long line without newline is flushed in pieces.
-        if buf.len() > 16384 || (*eof && !buf.is_empty()) {
-            line(String::from_utf8_lossy(buf).trim_end());
-            buf.clear();
-        }
-    };
+    let mut stop: Option<(Instant, Stop)> = None;
     loop {
-        if !eof {
-            let mut fds = [nix::poll::PollFd::new(rd.as_fd(), nix::poll::PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
-            drain(&mut buf, &mut eof, &mut line);
+        let open = out.as_ref().and_then(|o| o.rd.as_ref()).is_some();
+        if let Some(o) = out.as_deref_mut().filter(|_| open) {
+            if let Some(rd) = &o.rd {
+                let mut fds = [nix::poll::PollFd::new(rd.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            }
+            o.drain();
         }
-        let st = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-        if let Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) = st {
-            drain(&mut buf, &mut eof, &mut line);
-            return match (stop, st) {
-                (Some((_, Some(sig))), _) => Err(StepErr {
-                    code: 128 + sig,
-                    reason: format!("stopped by signal {sig} while {} ran", r.argv.join(" ")),
-                }),
-                (Some((_, None)), _) => Ok(Ended::TimedOut),
-                (None, WaitStatus::Signaled(_, s, _)) => Ok(Ended::Signal(s as i32)),
-                (None, WaitStatus::Exited(_, c)) => Ok(Ended::Code(c)),
-                (None, _) => unreachable!("matched above"),
-            };
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if let Some(o) = out.as_deref_mut() {
+                    o.drain();
+                }
+                return Ok((st, stop.map(|(_, why)| why)));
+            }
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
         }
-        // With the pipe open, poll() above did the waiting; once it is closed, wait here (for
-        // the exit or a signal) for at most 100 ms.
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: if eof { 100_000_000 } else { 0 } };
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: if open { 0 } else { 100_000_000 } };
         // SAFETY: sigtimedwait with a valid set and timeout.
         let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-        if (sig == libc::SIGTERM || sig == libc::SIGINT) && stop.is_none_or(|(_, s)| s.is_none()) {
-            stop = Some((Instant::now(), Some(sig)));
+        let asked = if sig == libc::SIGTERM || sig == libc::SIGINT {
+            Some(Stop::Signal(sig))
+        } else if timeout.is_some_and(|t| started.elapsed() > t) {
+            Some(Stop::Timeout)
+        } else {
+            None
+        };
+        // A signal wins over a timeout already under way: the container is stopping.
+        if let Some(why) = asked.filter(|w| stop.is_none_or(|(_, s)| s == Stop::Timeout && *w != Stop::Timeout)) {
+            if let (Stop::Timeout, Some(o)) = (why, out.as_deref_mut()) {
+                (o.line)(&format!("timed out after {} s: stopping it", timeout.unwrap_or_default().as_secs()));
+            }
+            stop = Some((Instant::now(), why));
             // SAFETY: kill(2) on the child's own process group.
             unsafe { libc::kill(-pid.as_raw(), libc::SIGTERM) };
         }
-        if stop.is_none() && started.elapsed() > r.timeout {
-            line(&format!("timed out after {} s: stopping it", r.timeout.as_secs()));
-            stop = Some((Instant::now(), None));
-            // SAFETY: as above.
-            unsafe { libc::kill(-pid.as_raw(), libc::SIGTERM) };
-        }
         if let Some((t, _)) = stop {
-            if t.elapsed() > Duration::from_secs(2) {
+            if t.elapsed() > grace {
                 // SAFETY: as above.
                 unsafe { libc::kill(-pid.as_raw(), libc::SIGKILL) };
             }
