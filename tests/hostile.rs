@@ -153,9 +153,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// C-SEC-5 at scale: 6,000 slots appear at once (over the 5,000 cap); PID 1 registers 5,000
-/// with one error line for the rest, and `svc status` stays quick.
+/// with one error line for the rest, and `svc status` answers (its latency is printed).
 #[test]
-fn c_sec_5_thousands_of_slots_cost_o_n_and_status_stays_fast() {
+fn c_sec_5_thousands_of_slots_register_once_and_status_answers() {
     let root = Root::new("hostile-scale");
     let py = "import os\n\
         S='/run/service'\n\
