@@ -209,14 +209,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
     init.start_sweep();
-    page_out_text();
+    unmap_boot_text();
     init.run()
 }
 
 /// PID 1 lives as long as the container, but most of its (static) text ran once, at boot.
-/// Hand those pages back: the loop's hot pages fault back in, the rest stays out, and PID 1's
-/// resident size drops by about a third.
-fn page_out_text() {
+/// Unmap those pages from PID 1 (its resident size drops by about a third; the loop's hot pages
+/// fault back in) while they stay in the page cache: MADV_DONTNEED, not MADV_PAGEOUT, which
+/// evicts them when PID 1 is their only user, so the stop path, the next `svc`/`hermes` exec and
+/// the next container start read the binary back from disk (0.3-0.4 ms per stop here). Text is
+/// read-only, so dropping it loses nothing.
+fn unmap_boot_text() {
     // SAFETY: declarations of the linker's own symbols, with their real types (never read,
     // only their addresses taken).
     unsafe extern "C" {
@@ -229,7 +232,7 @@ fn page_out_text() {
         let start = (&raw const __executable_start as usize) & !(page - 1);
         let end = &raw const etext as usize;
         if end > start {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
 }
