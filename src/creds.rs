@@ -40,6 +40,18 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Why `Identity::apply` failed, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub enum SwitchFail {
+    Syscall(&'static str, i32),
+    /// (what, a value the kernel reports, the value wanted)
+    Mismatch(&'static str, u32, u32),
+}
+
+fn errno() -> i32 {
+    nix::Error::last() as i32
+}
+
 impl From<users::Error> for Error {
     fn from(e: users::Error) -> Self {
         Error::Users(e)
@@ -104,44 +116,51 @@ impl Identity {
         Ok(id)
     }
 
-    /// Switch the calling process to this identity and verify it. Uses only syscalls, so it is
-    /// safe between fork and exec.
+    /// Switch the calling process to this identity and verify it.
     pub fn switch(&self) -> Result<(), Error> {
-        // SAFETY: plain syscalls with valid pointers.
-        unsafe {
-            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0 {
-                return Err(Error::Syscall("setgroups", nix::Error::last()));
-            }
-            if libc::setresgid(self.gid, self.gid, self.gid) != 0 {
-                return Err(Error::Syscall("setresgid", nix::Error::last()));
-            }
-            if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
-                return Err(Error::Syscall("setresuid", nix::Error::last()));
-            }
-        }
-        self.verify()
+        self.apply().map_err(|f| match f {
+            SwitchFail::Syscall(what, errno) => Error::Syscall(what, nix::Error::from_raw(errno)),
+            SwitchFail::Mismatch(what, got, wanted) => Error::Mismatch(format!("{what} is {got}, wanted {wanted}")),
+        })
     }
 
-    fn verify(&self) -> Result<(), Error> {
-        let (mut r, mut e, mut s) = (0, 0, 0);
-        let (mut rg, mut eg, mut sg) = (0, 0, 0);
-        let mut buf = [0 as libc::gid_t; 64];
-        // SAFETY: out-pointers are valid for the calls.
-        let n = unsafe {
-            libc::getresuid(&mut r, &mut e, &mut s);
-            libc::getresgid(&mut rg, &mut eg, &mut sg);
-            libc::getgroups(buf.len() as i32, buf.as_mut_ptr())
-        };
-        if [r, e, s] != [self.uid; 3] {
-            return Err(Error::Mismatch(format!("uid is {r}/{e}/{s}, wanted {}", self.uid)));
-        }
-        if [rg, eg, sg] != [self.gid; 3] {
-            return Err(Error::Mismatch(format!("gid is {rg}/{eg}/{sg}, wanted {}", self.gid)));
-        }
-        if n >= 0 && (n as usize) <= buf.len() {
-            let got = &buf[..n as usize];
-            if got.len() != self.groups.len() || self.groups.iter().any(|g| !got.contains(g)) {
-                return Err(Error::Mismatch("supplementary groups differ".into()));
+    /// The switch itself: raw syscalls, no allocation, so it is safe in a child that shares
+    /// PID 1's memory (`spawn`). The raw syscalls change only the calling task: glibc's
+    /// wrappers would try to change every thread they know of, and in that child those are
+    /// PID 1's threads.
+    pub fn apply(&self) -> Result<(), SwitchFail> {
+        // SAFETY: plain syscalls with valid pointers.
+        unsafe {
+            if libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) != 0 {
+                return Err(SwitchFail::Syscall("setgroups", errno()));
+            }
+            if libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) != 0 {
+                return Err(SwitchFail::Syscall("setresgid", errno()));
+            }
+            if libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) != 0 {
+                return Err(SwitchFail::Syscall("setresuid", errno()));
+            }
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            let (mut rg, mut eg, mut sg) = (0, 0, 0);
+            let mut buf = [0 as libc::gid_t; 64];
+            libc::syscall(libc::SYS_getresuid, &mut r as *mut u32, &mut e as *mut u32, &mut s as *mut u32);
+            libc::syscall(libc::SYS_getresgid, &mut rg as *mut u32, &mut eg as *mut u32, &mut sg as *mut u32);
+            let n = libc::syscall(libc::SYS_getgroups, buf.len(), buf.as_mut_ptr());
+            // Read everything back: refuse to go on unless the kernel gave exactly that.
+            for (what, got, wanted) in [("uid", [r, e, s], self.uid), ("gid", [rg, eg, sg], self.gid)] {
+                if let Some(&bad) = got.iter().find(|&&v| v != wanted) {
+                    return Err(SwitchFail::Mismatch(what, bad, wanted));
+                }
+            }
+            if n >= 0 && (n as usize) <= buf.len() {
+                let got = &buf[..n as usize];
+                if got.len() != self.groups.len() || self.groups.iter().any(|g| !got.contains(g)) {
+                    return Err(SwitchFail::Mismatch(
+                        "supplementary groups differ; their count",
+                        got.len() as u32,
+                        self.groups.len() as u32,
+                    ));
+                }
             }
         }
         Ok(())

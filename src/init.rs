@@ -41,7 +41,8 @@ struct Init {
     server: Option<Server>,
     sfd: SignalFd,
     /// dnotify watch on the scan directory (its events arrive as `DNOTIFY_SIG` on the signalfd).
-    _scan_watch: Option<std::fs::File>,
+    /// The dnotify watch on the scan directory; dropped when the stop begins.
+    scan_watch: Option<std::fs::File>,
     main_pid: Option<Pid>,
     boot: BootState,
     /// Control requests and their pending waits.
@@ -185,7 +186,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         cfg,
         server,
         sfd,
-        _scan_watch: scan_watch,
+        scan_watch,
         main_pid: None,
         boot: BootState::Running,
         requests: Requests::default(),
@@ -593,6 +594,10 @@ impl Init {
                     if let Some(b) = &self.sweep {
                         b.stop();
                     }
+                    // No rescans while stopping. Dropping the watch wakes a kernel worker to
+                    // free it: done now, it overlaps the wait for the children instead of
+                    // lengthening PID 1's exit.
+                    self.scan_watch = None;
                     if let Some(pid) = self.main_pid {
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);

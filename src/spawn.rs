@@ -1,14 +1,18 @@
-//! fork + exec as a list of small pre-exec steps, each one a syscall (C-SVC-8).
+//! vfork-style spawn: a list of small pre-exec steps, each one a syscall (C-SVC-8).
 //!
-//! Everything that allocates or reads files happens before `fork`; the child only runs
-//! async-signal-safe calls, and reports a failed step through a CLOEXEC pipe so the parent
-//! gets a real error instead of a mysterious exit 127.
+//! The child is a `clone(CLONE_VM | CLONE_VFORK)` on its own stack: it shares PID 1's memory
+//! and PID 1 waits until it has exec'd or died. Nothing is copied (no page tables, and none of
+//! the copy-on-write faults a fork leaves PID 1 with), and a failed step is simply written into
+//! memory the parent reads afterwards, so the parent gets a real error instead of a mysterious
+//! exit 127. The price is discipline: everything that allocates or reads files happens before
+//! the clone; the child only makes raw syscalls and writes nothing but its failure report.
 
 use crate::creds::{self, Identity};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 /// Process-group placement of the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,35 +135,28 @@ impl Command {
         if self.argv.is_empty() {
             return Err(Error { step: "execve", errno: nix::Error::EINVAL });
         }
-        let (rd, wr) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error { step: "pipe", errno: e })?;
-        // SAFETY: PID 1 is single-threaded; the child only makes async-signal-safe calls.
-        match unsafe { nix::unistd::fork() }.map_err(|e| Error { step: "fork", errno: e })? {
-            ForkResult::Child => {
-                let (step, errno) = self.child_steps(&argv, &envp);
-                let msg = [step as u8, 0, 0, 0, errno as u8, (errno >> 8) as u8, (errno >> 16) as u8, 0];
-                // SAFETY: write/_exit are async-signal-safe.
-                unsafe {
-                    libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-                    libc::_exit(if step == 6 && errno == libc::ENOENT { 127 } else { 126 });
-                }
-            }
-            ForkResult::Parent { child } => {
-                drop(wr);
-                let mut msg = [0u8; 8];
-                let n = loop {
-                    match nix::unistd::read(rd.as_raw_fd(), &mut msg) {
-                        Err(nix::Error::EINTR) => continue,
-                        r => break r.unwrap_or(0),
-                    }
-                };
-                if n == msg.len() {
-                    let errno = i32::from(msg[4]) | i32::from(msg[5]) << 8 | i32::from(msg[6]) << 16;
-                    let step = STEPS.get(msg[0] as usize).copied().unwrap_or("exec");
-                    return Err(Error { step, errno: nix::Error::from_raw(errno) });
-                }
-                Ok(child)
-            }
+        let report = Report { step: AtomicUsize::new(NO_FAILURE), errno: AtomicI32::new(0) };
+        let child = Child { cmd: self, argv: &argv, envp: &envp, report: &report };
+        let stack = child_stack().map_err(|e| Error { step: "stack", errno: e })?;
+        // SAFETY: the child runs `child_main` on its own stack and only makes raw syscalls;
+        // CLONE_VFORK keeps `child` (and this thread) untouched until it has exec'd or exited.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                stack,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const child).cast_mut().cast(),
+            )
+        };
+        if pid < 0 {
+            return Err(Error { step: "clone", errno: nix::Error::last() });
+        }
+        match report.step.load(Ordering::Acquire) {
+            NO_FAILURE => Ok(Pid::from_raw(pid)),
+            step => Err(Error {
+                step: STEPS.get(step).copied().unwrap_or("exec"),
+                errno: nix::Error::from_raw(report.errno.load(Ordering::Acquire)),
+            }),
         }
     }
 
@@ -214,10 +211,10 @@ impl Command {
                 }
             }
             if let Some(id) = &self.identity {
-                if let Err(e) = id.switch() {
+                if let Err(e) = id.apply() {
                     let code = match e {
-                        creds::Error::Syscall(_, n) => n as i32,
-                        _ => libc::EPERM,
+                        creds::SwitchFail::Syscall(_, n) => n,
+                        creds::SwitchFail::Mismatch(..) => libc::EPERM,
                     };
                     return (5, code);
                 }
@@ -255,5 +252,117 @@ impl Command {
             }
             (6, errno())
         }
+    }
+}
+
+/// `STEPS` index meaning "the child exec'd".
+const NO_FAILURE: usize = usize::MAX;
+
+/// What the child writes before it dies: the step that failed and its errno.
+struct Report {
+    step: AtomicUsize,
+    errno: AtomicI32,
+}
+
+/// Everything the child reads, in memory it shares with the (waiting) parent.
+struct Child<'a> {
+    cmd: &'a Command,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    report: &'a Report,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `Child`, alive until we exec or exit (CLONE_VFORK).
+    let child = unsafe { &*arg.cast::<Child>() };
+    let (step, errno) = child.cmd.child_steps(child.argv, child.envp);
+    child.report.errno.store(errno, Ordering::Release);
+    child.report.step.store(step, Ordering::Release);
+    // SAFETY: _exit ends this child only (it has its own thread group).
+    unsafe { libc::_exit(if step == 6 && errno == libc::ENOENT { 127 } else { 126 }) }
+}
+
+/// Size of the child's stack: its whole life is `child_steps`, a few frames of syscalls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// The child's stack, mapped once per thread with a guard page below it and reused: a vfork
+/// child is gone before the next spawn can start. Returns the top (stacks grow down).
+fn child_stack() -> Result<*mut libc::c_void, nix::Error> {
+    thread_local! {
+        static TOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    TOP.with(|top| {
+        if top.get() == 0 {
+            let page = 4096;
+            // SAFETY: a fresh private anonymous mapping; the guard page is made inaccessible.
+            unsafe {
+                let base = libc::mmap(
+                    std::ptr::null_mut(),
+                    CHILD_STACK + page,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                );
+                if base == libc::MAP_FAILED {
+                    return Err(nix::Error::last());
+                }
+                libc::mprotect(base, page, libc::PROT_NONE);
+                top.set(base as usize + page + CHILD_STACK);
+            }
+        }
+        Ok(top.get() as *mut libc::c_void)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{WaitStatus, waitpid};
+
+    fn exit_of(pid: Pid) -> i32 {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            other => panic!("child ended as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_step_comes_back_as_its_name_and_errno() {
+        let err = Command::new(&["/nonexistent/program"]).spawn().unwrap_err();
+        assert_eq!((err.step, err.errno), ("execve", nix::Error::ENOENT));
+        let mut cmd = Command::new(&["/bin/true"]);
+        cmd.cwd(std::path::Path::new("/nonexistent-dir"));
+        let err = cmd.spawn().unwrap_err();
+        assert_eq!((err.step, err.errno), ("chdir", nix::Error::ENOENT));
+    }
+
+    #[test]
+    fn the_child_runs_with_argv_and_env_and_its_status_is_reaped() {
+        let mut cmd = Command::new(&["/bin/sh", "-c", "exit $CODE"]);
+        cmd.env([("CODE", "7")]);
+        let pid = cmd.spawn().unwrap();
+        assert_eq!(exit_of(pid), 7);
+    }
+
+    /// The child shares PID 1's memory: its identity switch must change only itself, never a
+    /// thread of the parent (glibc's setxid wrappers would try to).
+    #[test]
+    fn the_identity_switch_changes_the_child_only_even_with_other_threads() {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            return; // needs root to switch
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            rx.recv().ok();
+            nix::unistd::geteuid().as_raw()
+        });
+        let mut cmd = Command::new(&["/bin/sh", "-c", "test \"$(id -u):$(id -g)\" = 65534:65534"]);
+        cmd.identity = Some(Identity { uid: 65534, gid: 65534, groups: vec![65534], name: None, home: None });
+        let pid = cmd.spawn().unwrap();
+        assert_eq!(exit_of(pid), 0, "the child did not run as 65534:65534");
+        tx.send(()).unwrap();
+        assert_eq!(other.join().unwrap(), 0, "a parent thread lost root");
+        assert_eq!(nix::unistd::geteuid().as_raw(), 0, "the parent lost root");
     }
 }

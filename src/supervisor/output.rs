@@ -34,8 +34,13 @@ impl Supervisor {
     /// The container's stdout and stderr descriptors that hold unwritten data (for POLLOUT),
     /// after moving PID 1's own queued diagnostics into the stderr sink.
     pub fn out_fds(&mut self) -> Vec<RawFd> {
-        for rec in crate::logs::take_logged() {
-            self.stderr.record(&[&rec]);
+        let logged = crate::logs::take_logged();
+        for rec in &logged {
+            self.stderr.record(&[rec]);
+        }
+        if !logged.is_empty() {
+            // Written at once when fd 2 takes it (it never blocks): no poll round per line.
+            self.stderr.flush();
         }
         [&self.stdout, &self.stderr].into_iter().filter(|s| s.pending()).filter_map(|s| s.raw_fd()).collect()
     }
