@@ -948,11 +948,25 @@ class Bench:
         if os.path.exists(root):
             shutil.rmtree(root)
         os.makedirs(root)
-        subtrees = [("workspace", 0.4), ("sessions", 0.2), ("skills", 0.15), ("logs", 0.1), ("memories", 0.05),
-                    ("profiles/coder", 0.05), ("cron", 0.025), ("home", 0.025)]
+        subtrees = [("workspace", 0.425), ("sessions", 0.2), ("skills", 0.15), ("logs", 0.1), ("memories", 0.05),
+                    ("profiles/coder", 0.05), ("home", 0.025)]
         bad = []
         made = 0
         rnd = random.Random(42)
+        if nfiles:
+            # cron/ is healed before services start, and hermes-agent bounds it: jobs.json plus at
+            # most `cron.output_retention` (default 50) run outputs per job. 20 busy jobs, whatever
+            # the volume's size.
+            os.makedirs(os.path.join(root, "cron", "output"))
+            with open(os.path.join(root, "cron", "jobs.json"), "w") as fh:
+                fh.write("{}")
+            for job in range(20):
+                d = os.path.join(root, "cron", "output", f"job{job:02d}")
+                os.makedirs(d)
+                for run in range(50):
+                    with open(os.path.join(d, f"2026-11-{run % 28 + 1:02d}_{run:04d}.md"), "w") as fh:
+                        fh.write("x")
+            made += 1 + 20 * 50
         for sub, frac in subtrees:
             cnt = int(nfiles * frac)
             per_dir = 500
