@@ -262,9 +262,12 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
             nix::unistd::geteuid()
         );
     }
+    if !skip.is_empty() {
+        let names: Vec<&str> = Step::ALL.iter().filter(|s| skip.contains(s)).map(|s| s.name()).collect();
+        info!("boot: skipping {} (HERMESINIT_SKIP)", names.join(", "));
+    }
     for step in Step::ALL {
         if skip.contains(&step) {
-            info!("boot: {}: skipped (HERMESINIT_SKIP)", step.name());
             continue;
         }
         let t = Instant::now();
