@@ -594,15 +594,15 @@ impl Init {
                     if let Some(b) = &self.sweep {
                         b.stop();
                     }
-                    // No rescans while stopping. Dropping the watch wakes a kernel worker to
-                    // free it: done now, it overlaps the wait for the children instead of
-                    // lengthening PID 1's exit.
-                    self.scan_watch = None;
                     if let Some(pid) = self.main_pid {
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
                     }
                     self.sup.shutdown(now);
+                    // No rescans while stopping. Dropping the watch wakes a kernel worker to
+                    // free it: done now, after the signals, it overlaps the wait for the
+                    // children instead of lengthening PID 1's exit.
+                    self.scan_watch = None;
                 }
                 StopAction::TermRest => self.signal_rest(Signal::SIGTERM),
                 StopAction::KillAll => {
