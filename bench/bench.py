@@ -1663,7 +1663,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, 10 s CPU window, 200k lines")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma-separated rows, e.g. 1,2,3 (docker = docker rows)")
+    ap.add_argument("--only", default="", help="comma-separated rows, e.g. 1,2,3 (D or docker = docker rows)")
     ap.add_argument("--hermesinit", required=True)
     ap.add_argument("--hb", required=True)
     ap.add_argument("--cpu-seconds", type=float, default=None)
@@ -1688,12 +1688,14 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root (namespaces, bind mounts, chown)")
     only = set(x.strip() for x in args.only.split(",") if x.strip())
+    if only & {"docker", "d"}:
+        only = (only - {"docker", "d"}) | {"D"}
     b = Bench(args)
     log(f"work dir {b.w}; {args.rounds} rounds")
     steps = [("1", b.row1), ("2", b.row2), ("3", b.row3), ("4", b.row4), ("5", b.row5), ("6", b.row6),
              ("7", b.row7), ("8", b.row8), ("9", b.row9), ("10", b.row10), ("11", b.row11),
              ("S", b.row_scale), ("Z", b.row_idle),
-             ("docker", b.docker_rows)]
+             ("D", b.docker_rows)]
     try:
         for key, fn in steps:
             if only and key not in only:
