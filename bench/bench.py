@@ -1116,13 +1116,26 @@ class Bench:
                 sp.setdefault("exit → CLI return", []).append((w1 - fin) * 1e3)
             return dt
 
+        # Readiness is read without `docker exec` (docker top, docker logs); each side then gets the
+        # same number of execs before its stop: an exec session costs the stop's teardown a few ms
+        # (measured ~5 ms, either image), so hermesinit's `svc` probes are matched by `true` on tini.
+        def exec_probe(n, cid, hermesinit_argv):
+            argv = ["hermesinit"] + hermesinit_argv if n == "hermesinit" else ["true"]
+            p = subprocess.run(["docker", "exec", cid] + argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError(f"docker exec {' '.join(argv)}: exit {p.returncode}")
+            return p.stdout
+
+        def has_sleep(cid):
+            return any(ln.endswith("sleep infinity") for ln in docker_top(cid))
+
         def one_idle(n, r):
             cid = docker_run_d([images[n], "sleep", "infinity"])
             try:
-                if n == "hermesinit":
-                    wait_boot(cid)
-                wait_until(lambda: any(ln.endswith("sleep infinity") for ln in docker_top(cid)), 60,
-                           "`sleep infinity` never ran")
+                # hermesinit starts its main program once boot has finished.
+                wait_until(lambda: has_sleep(cid), 60, "`sleep infinity` never ran")
+                exec_probe(n, cid, ["svc", "wait", "--boot", "--timeout", "5"])
                 time.sleep(1)
                 return stop_timed("stop-idle", n, cid)
             finally:
@@ -1139,21 +1152,19 @@ class Bench:
             else:
                 cid = docker_run_d([anchor, "/opt/hermes/.venv/bin/hermes", "gateway", "run"])
             try:
-                if n == "hermesinit":
-                    wait_boot(cid)
                 wait_until(lambda: banner in docker_logs(cid), 120, "the gateway never printed its banner")
                 if n == "hermesinit":
-                    # The main program's hand-over done: it is `sleep infinity` now.
-                    wait_until(lambda: any(ln.endswith("sleep infinity") for ln in docker_top(cid)), 60,
-                               "the main program never became `sleep infinity`")
+                    wait_until(lambda: has_sleep(cid), 60, "the main program never became `sleep infinity`")
+                exec_probe(n, cid, ["svc", "wait", "--boot", "--timeout", "5"])
                 time.sleep(1.5)
                 top = docker_top(cid)
                 if not any("python3" in ln and "hermes gateway run" in ln for ln in top):
                     raise RuntimeError("no gateway process before the stop: " + " | ".join(top))
+                st = exec_probe(n, cid, ["svc", "status"])
                 if n == "hermesinit":
-                    st = svc_status(cid)
-                    if st.get("gateway-default") != "up":
-                        raise RuntimeError(f"gateway-default is {st.get('gateway-default')} before the stop")
+                    state = parse_status(st)
+                    if state.get("gateway-default") != "up":
+                        raise RuntimeError(f"gateway-default is {state.get('gateway-default')} before the stop")
                 time.sleep(1)
                 return stop_timed("stop-gateway", n, cid)
             finally:
@@ -1601,9 +1612,13 @@ def wait_boot(cid, timeout=60):
 
 def svc_status(cid):
     """`hermesinit svc status` → {service: state}."""
-    st = subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "status"], stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL, text=True).stdout
-    return {ln.split()[0]: ln.split()[1] for ln in st.splitlines()[1:] if len(ln.split()) > 1}
+    return parse_status(subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "status"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True).stdout)
+
+
+def parse_status(text):
+    """`hermesinit svc status` output → {service: state}."""
+    return {ln.split()[0]: ln.split()[1] for ln in text.splitlines()[1:] if len(ln.split()) > 1}
 
 
 def parse_docker_ts(s):
