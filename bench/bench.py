@@ -1103,7 +1103,8 @@ class Bench:
                                   stderr=subprocess.STDOUT, text=True, errors="replace").stdout
             sp = split[case][n]
             marks = {"PID 1 saw SIGTERM": "hermesinit:  INFO SIGTERM: stopping the container",
-                     "gateway saw SIGTERM": "Shutdown context: signal=SIGTERM"}
+                     "gateway saw SIGTERM": "Shutdown context: signal=SIGTERM",
+                     "gateway exited (PID 1's log)": "INFO service gateway-default: exited"}
             for label, needle in marks.items():
                 for ln in logs.splitlines():
                     if needle in ln:
