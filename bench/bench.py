@@ -11,8 +11,10 @@ of this shared machine hit all of them alike.
 """
 
 import argparse
+import calendar
 import threading
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -29,6 +31,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+
+# Rows D (docker): the key of each case's samples, and its measure in the table.
+DOCKER_CASES = (("run", "`docker run --rm IMG true`"),
+                ("stop-idle", "`docker stop`, idle (`sleep infinity`)"),
+                ("stop-gateway", "`docker stop`, one gateway (hermesinit: supervised; tini: main program)"))
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "hermes:x:10000:10000::/opt/data:/bin/sh\n"
@@ -1060,6 +1067,10 @@ class Bench:
     # ---- docker --------------------------------------------------------------------------
 
     def docker_rows(self):
+        """Rows D: the hermesinit image against a tini variant of the same image (same base, same
+        venv, same seeded volume; tini-static as PID 1, no supervision, running as hermes). Each
+        case runs both images interleaved, the order alternating per round; wall time of the
+        docker CLI. Also one record row (no anchor): stop with the dashboard and 2 gateways."""
         img = self.args.image
         if not shutil.which("docker"):
             self.results["docker"] = {"skipped": "no docker CLI"}
@@ -1069,42 +1080,113 @@ class Bench:
             self.results["docker"] = {"skipped": f"image {img} does not exist (built by the image work)"}
             log(f"docker rows skipped: no image {img}")
             return
-        log(f"docker rows with {img}")
-        rounds = max(3, self.rounds // 3)
-        res = {"run --rm true": [], "stop (idle)": [], "stop (dashboard + 2 gateways)": []}
+        image_id = docker_out(["image", "inspect", "-f", "{{.Id}}", img])
+        created = docker_out(["image", "inspect", "-f", "{{.Created}}", img])
+        anchor, anchor_id = self.tini_anchor_image(img, image_id)
+        log(f"docker rows with {img} against {anchor}")
+        rounds = max(3, self.rounds // 2)
+        names = ["hermesinit", "tini"]
+        images = {"hermesinit": img, "tini": anchor}
+        res = {"run": {}, "stop-idle": {}, "stop-gateway": {}}
+        split = {k: {n: {} for n in names} for k in ("stop-idle", "stop-gateway")}
+        boot = {"boot": [], "migrate": [], "ready": []}
         ups = []
-        image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}} {{.Created}}", img],
-                                  stdout=subprocess.PIPE, text=True).stdout.strip()
 
-        def timed(argv):
-            t0 = time.monotonic_ns()
-            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
-            return (time.monotonic_ns() - t0) / 1e6, p
+        def one_run(n, r):
+            dt, p = timed(["docker", "run", "--rm", images[n], "true"])
+            if p.returncode != 0:
+                raise RuntimeError(f"docker run --rm {images[n]} true: exit {p.returncode}: {p.stderr[-300:]}")
+            if n == "hermesinit":
+                for key, pat in (("boot", r"boot: finished in ([0-9.]+) ms"),
+                                 ("migrate", r"boot: migrate: .*\(([0-9.]+) ms\)"),
+                                 ("ready", r"INFO ready in ([0-9.]+) ms")):
+                    m = re.search(pat, p.stderr)
+                    if m:
+                        boot[key].append(float(m.group(1)))
+            return dt
 
-        def wait_boot(cid):
-            for _ in range(600):
-                p = subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "wait", "--boot", "--timeout", "1"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if p.returncode == 0:
-                    return
-                time.sleep(0.1)
-            raise RuntimeError("container never ready")
+        def stop_timed(case, n, cid):
+            """Time `docker stop`; split it with the daemon's exit time and the log timestamps."""
+            w0 = time.time()
+            dt, p = timed(["docker", "stop", cid])
+            w1 = w0 + dt / 1e3
+            if p.returncode != 0:
+                raise RuntimeError(f"docker stop: exit {p.returncode}: {p.stderr[-300:]}")
+            fin = parse_docker_ts(docker_out(["inspect", "-f", "{{.State.FinishedAt}}", cid]))
+            logs = subprocess.run(["docker", "logs", "-t", "--since", f"{w0 - 1:.3f}", cid], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, errors="replace").stdout
+            sp = split[case][n]
+            marks = {"PID 1 saw SIGTERM": "hermesinit:  INFO SIGTERM: stopping the container",
+                     "gateway saw SIGTERM": "Shutdown context: signal=SIGTERM",
+                     "gateway exited (PID 1's log)": "INFO service gateway-default: exited"}
+            for label, needle in marks.items():
+                for ln in logs.splitlines():
+                    if needle in ln:
+                        t = parse_docker_ts(ln.split(" ", 1)[0])
+                        if t == t and t >= w0 - 0.01:
+                            sp.setdefault(label, []).append((t - w0) * 1e3)
+                        break
+            if fin == fin:
+                sp.setdefault("container exit", []).append((fin - w0) * 1e3)
+                sp.setdefault("exit → CLI return", []).append((w1 - fin) * 1e3)
+            return dt
 
-        for r in range(rounds):
-            dt, p = timed(["docker", "run", "--rm", img, "true"])
-            if p.returncode == 0:
-                res["run --rm true"].append(dt)
-            cid = subprocess.run(["docker", "run", "-d", img, "sleep", "infinity"], stdout=subprocess.PIPE,
-                                 text=True).stdout.strip()
+        # Readiness is read without `docker exec` (docker top, docker logs); each side then gets the
+        # same number of execs before its stop: an exec session costs the stop's teardown a few ms
+        # (measured ~5 ms, either image), so hermesinit's `svc` probes are matched by `true` on tini.
+        def exec_probe(n, cid, hermesinit_argv):
+            argv = ["hermesinit"] + hermesinit_argv if n == "hermesinit" else ["true"]
+            p = subprocess.run(["docker", "exec", cid] + argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError(f"docker exec {' '.join(argv)}: exit {p.returncode}")
+            return p.stdout
+
+        def has_sleep(cid):
+            return any(ln.endswith("sleep infinity") for ln in docker_top(cid))
+
+        def one_idle(n, r):
+            cid = docker_run_d([images[n], "sleep", "infinity"])
             try:
-                wait_boot(cid)
+                # hermesinit starts its main program once boot has finished.
+                wait_until(lambda: has_sleep(cid), 60, "`sleep infinity` never ran")
+                exec_probe(n, cid, ["svc", "wait", "--boot", "--timeout", "5"])
                 time.sleep(1)
-                dt, p = timed(["docker", "stop", cid])
-                res["stop (idle)"].append(dt)
+                return stop_timed("stop-idle", n, cid)
             finally:
-                subprocess.run(["docker", "rm", "-f", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            cid = subprocess.run(["docker", "run", "-d", "-e", "HERMES_DASHBOARD=1", img, "gateway", "run"],
-                                 stdout=subprocess.PIPE, text=True).stdout.strip()
+                docker_rm(cid)
+
+        banner = "Hermes Gateway Starting"
+
+        def one_gateway(n, r):
+            if n == "hermesinit":
+                # The image's supervised default gateway (README, docker/compose.yaml): boot's
+                # reconcile starts the `gateway-default` slot and the main program `hermes gateway
+                # run` hands over to the supervisor, then execs `sleep infinity`.
+                cid = docker_run_d([img, "gateway", "run"])
+            else:
+                cid = docker_run_d([anchor, "/opt/hermes/.venv/bin/hermes", "gateway", "run"])
+            try:
+                wait_until(lambda: banner in docker_logs(cid), 120, "the gateway never printed its banner")
+                if n == "hermesinit":
+                    wait_until(lambda: has_sleep(cid), 60, "the main program never became `sleep infinity`")
+                exec_probe(n, cid, ["svc", "wait", "--boot", "--timeout", "5"])
+                time.sleep(1.5)
+                top = docker_top(cid)
+                if not any("python3" in ln and "hermes gateway run" in ln for ln in top):
+                    raise RuntimeError("no gateway process before the stop: " + " | ".join(top))
+                st = exec_probe(n, cid, ["svc", "status"])
+                if n == "hermesinit":
+                    state = parse_status(st)
+                    if state.get("gateway-default") != "up":
+                        raise RuntimeError(f"gateway-default is {state.get('gateway-default')} before the stop")
+                time.sleep(1)
+                return stop_timed("stop-gateway", n, cid)
+            finally:
+                docker_rm(cid)
+
+        def one_full(n, r):
+            cid = docker_run_d(["-e", "HERMES_DASHBOARD=1", img, "gateway", "run"])
             try:
                 wait_boot(cid)
                 subprocess.run(["docker", "exec", "-u", "hermes", cid, "hermes", "profile", "create", "second"],
@@ -1112,18 +1194,89 @@ class Bench:
                 subprocess.run(["docker", "exec", "-u", "hermes", cid, "hermes", "-p", "second", "gateway", "start"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
                 time.sleep(5)
-                st = subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "status"], stdout=subprocess.PIPE,
-                                    text=True).stdout
-                up = sorted(ln.split()[0] for ln in st.splitlines()[1:] if len(ln.split()) > 1 and ln.split()[1] == "up")
+                up = sorted(k for k, v in svc_status(cid).items() if v == "up")
                 dt, p = timed(["docker", "stop", cid])
-                res["stop (dashboard + 2 gateways)"].append(dt)
+                if p.returncode != 0:
+                    raise RuntimeError(f"docker stop: exit {p.returncode}: {p.stderr[-300:]}")
                 ups.append(",".join(up) or "none")
+                return dt
             finally:
-                subprocess.run(["docker", "rm", "-f", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.results["docker"] = {"unit": "ms", "samples": res, "up": ups, "image": image_id}
+                docker_rm(cid)
+
+        log(f"  D1 docker run --rm true ({rounds} rounds)")
+        res["run"] = self.run_rounds(names, rounds, one_run)
+        log(f"  D2 docker stop, idle ({rounds} rounds)")
+        res["stop-idle"] = self.run_rounds(names, rounds, one_idle)
+        log(f"  D3 docker stop, one gateway ({rounds} rounds)")
+        res["stop-gateway"] = self.run_rounds(names, rounds, one_gateway)
+        log(f"  D4 docker stop, dashboard + 2 gateways ({rounds} rounds, hermesinit only)")
+        record = {"stop (dashboard + 2 gateways)": self.run_rounds(["hermesinit"], rounds, one_full)["hermesinit"]}
+        self.results["docker"] = {"unit": "ms", "samples": res, "record": record, "split": split, "boot": boot,
+                                  "up": ups, "image": image_id, "created": created, "anchor": anchor,
+                                  "anchor_id": anchor_id, "rounds": rounds}
         if any(u != "dashboard,gateway-default,gateway-second" for u in ups):
             self.notes.append("docker: services up before the stop with dashboard + 2 gateways were "
                               + "; ".join(sorted(set(ups))) + " (wanted dashboard, gateway-default, gateway-second)")
+
+    def tini_anchor_image(self, img, image_id):
+        """`<img>-tini-anchor`: FROM the hermesinit image (same layers), tini-static as PID 1 and
+        USER hermes, HOME=/opt/data, no healthcheck; /opt/data holds what hermesinit's boot leaves
+        on a fresh volume (config.yaml, .env with its API key, SOUL.md, the directories), so that
+        the gateway under tini starts with the same configuration as the supervised one. Rebuilt
+        when the base image id, tini or this recipe changes (label hermesinit.bench.anchor)."""
+        tini = "/usr/bin/tini-static"
+        if not os.path.exists(tini):
+            raise RuntimeError(f"{tini} missing (Debian's tini package; bench/run installs it)")
+        repo, _, tag = img.rpartition(":") if ":" in img.rsplit("/", 1)[-1] else (img, "", "latest")
+        anchor = f"{repo}:{tag}-tini-anchor"
+        with open(tini, "rb") as f:
+            tini_sum = hashlib.sha256(f.read()).hexdigest()
+        recipe = "\n".join([
+            f"FROM {img}",
+            "COPY tini-anchor /usr/local/bin/tini-anchor",
+            "COPY --chown=10000:10000 data/ /opt/data/",
+            "USER hermes",
+            "ENV HOME=/opt/data",
+            "HEALTHCHECK NONE",
+            'ENTRYPOINT ["/usr/local/bin/tini-anchor", "--"]',
+            "CMD []",
+        ]) + "\n"
+        key = hashlib.sha256((recipe + image_id + tini_sum).encode()).hexdigest()[:32]
+        have = subprocess.run(["docker", "image", "inspect", "-f", '{{index .Config.Labels "hermesinit.bench.anchor"}}',
+                               anchor], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if have.returncode == 0 and have.stdout.strip() == key:
+            return anchor, docker_out(["image", "inspect", "-f", "{{.Id}}", anchor])
+        log(f"building the tini anchor image {anchor} from {img} ({image_id[:19]}…)")
+        ctx = self.p("docker-anchor")
+        shutil.rmtree(ctx, ignore_errors=True)
+        os.makedirs(ctx)
+        shutil.copy(tini, os.path.join(ctx, "tini-anchor"))
+        # The volume as hermesinit's boot leaves it on first start (seed, apikey, migrate).
+        cid = docker_out(["create", img, "true"])
+        try:
+            subprocess.run(["docker", "start", "-a", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True, timeout=300)
+            subprocess.run(["docker", "cp", f"{cid}:/opt/data", os.path.join(ctx, "data")], check=True,
+                           stdout=subprocess.DEVNULL, timeout=120)
+        finally:
+            docker_rm(cid)
+        for stale in ("logs/container-boot.log",):
+            try:
+                os.unlink(os.path.join(ctx, "data", stale))
+            except FileNotFoundError:
+                pass
+        write(os.path.join(ctx, "Dockerfile"), recipe + f"LABEL hermesinit.bench.anchor={key} "
+              f"hermesinit.bench.base={image_id}\n")
+        env = dict(os.environ)
+        if subprocess.run(["docker", "buildx", "version"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            env["DOCKER_BUILDKIT"] = "0"  # no buildx plugin: the classic builder (offline, FROM a local id)
+        p = subprocess.run(["docker", "build", "-q", "-t", anchor, ctx], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=900)
+        shutil.rmtree(ctx, ignore_errors=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"docker build of {anchor} failed: {p.stderr[-1000:]}")
+        return anchor, docker_out(["image", "inspect", "-f", "{{.Id}}", anchor])
 
     # ---- report --------------------------------------------------------------------------
 
@@ -1285,8 +1438,16 @@ class Bench:
                     grows = good[-1] > good[0] * 1.5 and good[-1] > 0.05
                     rows[-1] = rows[-1][:6] + ("MISS" if grows else "PASS",)
         if "docker" in R and "samples" in R["docker"]:
-            for k, v in R["docker"]["samples"].items():
-                add("D", f"`docker {k}` ({self.args.image})", fmt_stats(Stats(v), "ms"), "—", "—", "(record)", None)
+            d = R["docker"]
+            for i, (k, measure) in enumerate(DOCKER_CASES, 1):
+                s = d["samples"].get(k, {})
+                hi, ti = Stats(s.get("hermesinit", [])), Stats(s.get("tini", []))
+                r = hi.median / ti.median if hi.ok and ti.ok and ti.median else float("nan")
+                add(f"D{i}", measure, fmt_stats(hi, "ms"), f"tini image {fmt_stats(ti, 'ms')}",
+                    f"{r:.2f}× tini" if r == r else "—", "≤ 1.05× tini", None if r != r else r <= 1.05)
+            for k, v in d.get("record", {}).items():
+                add(f"D{len(DOCKER_CASES) + 1}", f"`docker {k}`", fmt_stats(Stats(v), "ms"), "—", "—",
+                    "(record)", None)
         return rows
 
     def render(self, rows):
@@ -1308,8 +1469,10 @@ class Bench:
                 per_row.append(f"{k}: {len(self.results[k]['samples'].get('hermesinit', []))}")
         if 4 in self.results and "volumes" in self.results[4]:
             per_row.append(f"4: {len(next(iter(self.results[4]['volumes'].values()))['hermesinit'])}")
+        if "docker" in self.results and "rounds" in self.results["docker"]:
+            per_row.append(f"D: {self.results['docker']['rounds']}")
         md.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
-                  f"with `{command.strip()}` (rounds per row: {', '.join(sorted(per_row, key=lambda x: int(x.split(':')[0])))}; "
+                  f"with `{command.strip()}` (rounds per row: {', '.join(sorted(per_row, key=row_order))}; "
                   "row 6 is one window per contender).")
         md.append("")
         md.append(f"Machine: {machine}; load average at start {self.load0}, at end {read_load()} "
@@ -1381,9 +1544,111 @@ class Bench:
             if "skipped" in d:
                 out.append(f"- Docker rows skipped: {d['skipped']}.")
             else:
-                out.append("- Docker (`" + self.args.image + "`, " + d["image"][:19] + "…): " + "; ".join(
-                    f"`docker {k}` {fmt_stats(Stats(v), 'ms')}" for k, v in d["samples"].items()))
+                out.append(f"- Rows D: `{self.args.image}` ({d['image'][:19]}…) against `{d['anchor']}` "
+                           f"({d['anchor_id'][:19]}…), {d['rounds']} rounds each, wall time of the docker CLI.")
+                b = d.get("boot", {})
+                if b.get("boot"):
+                    out.append("- Row D1, hermesinit's own log: " + "; ".join(
+                        f"{lab} {fmt_stats(Stats(b[k]), 'ms')}" for k, lab in
+                        (("boot", "boot finished in"), ("migrate", "of which `migrate`"),
+                         ("ready", "main program started (`ready in`)")) if b.get(k)) + ".")
+                for i, k in ((2, "stop-idle"), (3, "stop-gateway")):
+                    sp = d.get("split", {}).get(k, {})
+                    parts = []
+                    for n in ("hermesinit", "tini"):
+                        marks = sp.get(n, {})
+                        if marks:
+                            parts.append(f"{n}: " + ", ".join(
+                                f"{lab} +{fmt(Stats(v).median, 'ms')}" for lab, v in
+                                sorted(marks.items(), key=lambda kv: Stats(kv[1]).median)
+                                if lab != "exit → CLI return")
+                                + (f"; exit → CLI return {fmt(Stats(marks['exit → CLI return']).median, 'ms')}"
+                                   if "exit → CLI return" in marks else ""))
+                    if parts:
+                        out.append(f"- Row D{i}, medians after `docker stop` started (container log timestamps "
+                                   "and the daemon's FinishedAt): " + " — ".join(parts) + ".")
         return out
+
+
+# ---- docker helpers (rows D) ------------------------------------------------------------
+
+
+def timed(argv, timeout=300):
+    """Wall time of a command (ms) and its CompletedProcess."""
+    t0 = time.monotonic_ns()
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                       timeout=timeout)
+    return (time.monotonic_ns() - t0) / 1e6, p
+
+
+def docker_out(args, timeout=120):
+    p = subprocess.run(["docker"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:3])}…: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+    return p.stdout.strip()
+
+
+def docker_run_d(args):
+    return docker_out(["run", "-d"] + args)
+
+
+def docker_rm(cid):
+    # -v: the image declares VOLUME /opt/data; without it every sample leaves an anonymous volume.
+    subprocess.run(["docker", "rm", "-f", "-v", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def docker_top(cid):
+    """The command line of each of the container's processes (`docker top … -o pid,args`, pid dropped)."""
+    p = subprocess.run(["docker", "top", cid, "-o", "pid,args"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       text=True)
+    return [ln.split(None, 1)[1].strip() for ln in p.stdout.splitlines()[1:] if len(ln.split(None, 1)) == 2]
+
+
+def docker_logs(cid):
+    return subprocess.run(["docker", "logs", cid], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace").stdout
+
+
+def wait_until(pred, timeout, what, nap=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(nap)
+    raise RuntimeError(what)
+
+
+def wait_boot(cid, timeout=60):
+    """hermesinit's readiness: boot finished, services and the main program started."""
+    wait_until(lambda: subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "wait", "--boot", "--timeout", "1"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0,
+               timeout, "container never ready (svc wait --boot)")
+
+
+def svc_status(cid):
+    """`hermesinit svc status` → {service: state}."""
+    return parse_status(subprocess.run(["docker", "exec", cid, "hermesinit", "svc", "status"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True).stdout)
+
+
+def parse_status(text):
+    """`hermesinit svc status` output → {service: state}."""
+    return {ln.split()[0]: ln.split()[1] for ln in text.splitlines()[1:] if len(ln.split()) > 1}
+
+
+def parse_docker_ts(s):
+    """RFC 3339 with nanoseconds (docker inspect / docker logs -t) → epoch seconds; nan if not one."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", s.strip())
+    if not m:
+        return float("nan")
+    secs = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    return secs + (int(m.group(2)) / 10 ** len(m.group(2)) if m.group(2) else 0.0)
+
+
+def row_order(x):
+    """'3: 5' / 'D: 3' → sort key: numbered rows first, in order, then the lettered ones."""
+    k = x.split(":")[0]
+    return (0, int(k), "") if k.isdigit() else (1, 0, k)
 
 
 def shq(s):
@@ -1428,7 +1693,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, 10 s CPU window, 200k lines")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma-separated rows, e.g. 1,2,3 (docker = docker rows)")
+    ap.add_argument("--only", default="", help="comma-separated rows, e.g. 1,2,3 (D or docker = docker rows)")
     ap.add_argument("--hermesinit", required=True)
     ap.add_argument("--hb", required=True)
     ap.add_argument("--cpu-seconds", type=float, default=None)
@@ -1453,12 +1718,14 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root (namespaces, bind mounts, chown)")
     only = set(x.strip() for x in args.only.split(",") if x.strip())
+    if only & {"docker", "d"}:
+        only = (only - {"docker", "d"}) | {"D"}
     b = Bench(args)
     log(f"work dir {b.w}; {args.rounds} rounds")
     steps = [("1", b.row1), ("2", b.row2), ("3", b.row3), ("4", b.row4), ("5", b.row5), ("6", b.row6),
              ("7", b.row7), ("8", b.row8), ("9", b.row9), ("10", b.row10), ("11", b.row11),
              ("S", b.row_scale), ("Z", b.row_idle),
-             ("docker", b.docker_rows)]
+             ("D", b.docker_rows)]
     try:
         for key, fn in steps:
             if only and key not in only:
