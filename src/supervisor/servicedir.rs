@@ -74,6 +74,16 @@ fn program_present(dir: BorrowedFd, name: &CStr, shown: &str) -> Result<bool, St
     }
 }
 
+/// Does a spec's `user:` name exactly who a non-root slot runs as anyway (the directory's owner,
+/// with the group [`launch::identity_of_owner`](super::launch::identity_of_owner) gives it)?
+/// Then ignoring it changes nothing and is not worth a warning: boot's own slots say
+/// `user: hermes` in a hermes-owned directory. Any other user or group — `root`, `hermes:0`, a
+/// name that does not resolve — is still reported.
+fn names_owner(user: &str, uid: u32, gid: u32) -> bool {
+    let owner = super::launch::identity_of_owner(uid, gid);
+    crate::creds::Identity::resolve(user).is_ok_and(|id| id.uid == owner.uid && id.gid == owner.gid)
+}
+
 impl ServiceDir {
     /// Read the slot `name` of the scan directory `scan` without following any symlink; every
     /// file is read through the bounded reader (C-SEC-2, C-SEC-3).
@@ -94,11 +104,13 @@ impl ServiceDir {
                 let text = String::from_utf8(bytes).map_err(|_| bad(format!("{SPEC_FILE}: not UTF-8")))?;
                 let spec = ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?;
                 if let (Some(u), true) = (&spec.user, st.uid != 0) {
-                    warn!(
-                        "service {name}: `user: {u}` ignored: the slot directory belongs to uid {}, \
-                         so it runs as that uid",
-                        st.uid
-                    );
+                    if !names_owner(u, st.uid, st.gid) {
+                        warn!(
+                            "service {name}: `user: {u}` ignored: the slot directory belongs to uid {}, \
+                             so it runs as that uid",
+                            st.uid
+                        );
+                    }
                 }
                 Kind::Native(spec)
             }
@@ -229,5 +241,17 @@ mod tests {
         assert_eq!(list(fd.as_fd()).into_iter().collect::<Vec<_>>(), vec!["empty", "gateway-a", "svc"]);
         assert!(publish(&scan, "../evil", &spec, false, None).is_err());
         std::fs::remove_dir_all(&scan).unwrap();
+    }
+
+    /// `user:` naming the directory's owner is not worth a warning; any other user or group is.
+    #[test]
+    fn user_naming_the_owner_is_not_reported() {
+        assert!(names_owner("root", 0, 0));
+        assert!(names_owner("54321", 54321, 54321), "an unlisted uid runs with gid = uid");
+        assert!(names_owner("54321:54321", 54321, 54321));
+        assert!(!names_owner("54321:0", 54321, 54321), "another group");
+        assert!(!names_owner("root", 54321, 54321));
+        assert!(!names_owner("54322", 54321, 54321));
+        assert!(!names_owner("no-such-user-hermesinit", 54321, 54321));
     }
 }
