@@ -67,6 +67,9 @@ pub struct Stat {
     pub ino: u64,
     /// Modification time (seconds, nanoseconds).
     pub mtime: (i64, u32),
+    /// Status change time (seconds, nanoseconds): set by the kernel on every write, chmod,
+    /// chown, link or rename of the inode; no unprivileged caller can set it back.
+    pub ctime: (i64, u32),
     /// The mount's id (Linux ≥ 5.8); `None` when the kernel does not report it.
     pub mnt_id: Option<u64>,
 }
@@ -123,6 +126,7 @@ fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<St
         dev: (sx.stx_dev_major, sx.stx_dev_minor),
         ino: sx.stx_ino,
         mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
+        ctime: (sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec),
         mnt_id: (sx.stx_mask & libc::STATX_MNT_ID != 0).then_some(sx.stx_mnt_id),
     })
 }

@@ -115,6 +115,10 @@ pub struct Paths {
     pub group: PathBuf,
     pub s6_basedir: PathBuf,
     pub defaults_dir: PathBuf,
+    /// The image build's proof that the defaults need no migration ([`migrate::PROOF`]).
+    pub migrate_proof: PathBuf,
+    /// Root's memo of the last migration ([`migrate::MEMO_DIR`]).
+    pub migrate_memo_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -124,6 +128,8 @@ impl Default for Paths {
             group: crate::users::GROUP.into(),
             s6_basedir: S6_BASEDIR.into(),
             defaults_dir: DEFAULTS_DIR.into(),
+            migrate_proof: migrate::PROOF.into(),
+            migrate_memo_dir: migrate::MEMO_DIR.into(),
         }
     }
 }
@@ -252,6 +258,7 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         root,
         hermes,
         env_written: false,
+        seeded: Vec::new(),
         legacy_migrated: false,
         outcome: Outcome::default(),
         reconciled: false,
@@ -376,6 +383,8 @@ struct Boot<'a> {
     root: bool,
     hermes: Hermes,
     env_written: bool,
+    /// The default files this boot's `seed` copied in.
+    seeded: Vec<String>,
     legacy_migrated: bool,
     outcome: Outcome,
     reconciled: bool,
@@ -529,16 +538,40 @@ impl Boot<'_> {
             Ok(m) if m.is_file() => {}
             _ => return Ok("no config.yaml".into()),
         }
-        let mut last = String::new();
+        let seeded = ["config.yaml", ".env"].iter().all(|f| self.seeded.iter().any(|s| s == f));
+        let w = migrate::Where {
+            home: self.home(),
+            defaults: &self.paths.defaults_dir,
+            proof: &self.paths.migrate_proof,
+            memo_dir: self.root.then_some(self.paths.migrate_memo_dir.as_path()),
+            seeded,
+        };
+        let memo = match migrate::decide(&w, |n| tracing::debug!("boot: migrate: {n}")) {
+            migrate::Decision::Skip(why) => return Ok(why),
+            migrate::Decision::Run { memo } => memo,
+        };
+        let (mut last, mut lines) = (String::new(), 0);
         let ended = self.hermes_python(&["-c", migrate::CODE], migrate::TIMEOUT_SECS, |l| {
             if !l.is_empty() {
                 info!("{} {l}", migrate::PREFIX);
                 last = l.to_string();
+                lines += 1;
             }
         })?;
         Ok(match ended {
             None => format!("skipped: no {}", pyrun::PYTHON),
-            Some(pyrun::Ended::Code(0)) => format!("done: {last}"),
+            Some(pyrun::Ended::Code(0)) => {
+                // Remembered only when it said nothing but its summary and changed nothing.
+                let kept = match memo.filter(|_| lines == 1).map(|p| migrate::remember(&w, &p)) {
+                    Some(Ok(true)) => "; remembered",
+                    Some(Err(e)) => {
+                        tracing::debug!("boot: migrate: not remembered: {e}");
+                        ""
+                    }
+                    _ => "",
+                };
+                format!("done: {last}{kept}")
+            }
             Some(e) => {
                 warn!("{} config migration failed ({e:?}); continuing with the config as it is", migrate::PREFIX);
                 format!("failed ({e:?}), continuing")
@@ -629,6 +662,7 @@ impl Boot<'_> {
             return Ok("skipped: no HERMES_HOME".into());
         };
         let s = seed::seed(&home, &self.paths.defaults_dir, self.owner())?;
+        self.seeded = s.files_seeded.clone();
         Ok(s.summary())
     }
 
