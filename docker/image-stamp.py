@@ -56,6 +56,17 @@ for category, items in by_category.items():
 lines += ["# API server bearer token: generated at first boot when empty.", "API_SERVER_KEY=", ""]
 (defaults / ".env").write_text("\n".join(lines))
 
+# Where this hermes-agent's bundled skills are (its get_bundled_skills_dir without the
+# override: a `skills` data directory of the venv), or "none": hermesinit's `skills` step reads
+# this instead of looking into site-packages at every boot.
+import sysconfig  # noqa: E402
+
+bundled = next(
+    (p for p in (pathlib.Path(sysconfig.get_path(k)) / "skills" for k in ("data", "purelib", "platlib")) if p.is_dir()),
+    None,
+)
+pathlib.Path("/opt/hermes/bundled-skills").write_text(f"{bundled or 'none'}\n")
+
 # Hermes Agent's own license, from its installed dist-info.
 from importlib.metadata import distribution  # noqa: E402
 

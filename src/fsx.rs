@@ -173,12 +173,18 @@ pub fn open_read_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
 /// refused before anything is read (`EFBIG`), so no input hermes can plant costs PID 1 more
 /// than `max` bytes or a wait.
 pub fn read_bounded_at(dir: BorrowedFd, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     let f = open_read_at(dir, name)?;
     let st = fstat(f.as_fd())?;
     if !st.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
+    read_capped(f, &st, max)
+}
+
+/// Read all of `f`, whose `fstat` is `st`: refused before reading when larger than `max`, and
+/// when it grew past `max` since.
+pub fn read_capped(f: File, st: &Stat, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
     if st.size > max {
         return Err(too_large(max));
     }
@@ -189,6 +195,30 @@ pub fn read_bounded_at(dir: BorrowedFd, name: &CStr, max: u64) -> io::Result<Vec
         return Err(too_large(max));
     }
     Ok(buf)
+}
+
+/// Can boot believe what this file or directory says? Only when root owns it (or, in a
+/// container whose PID 1 is not root, PID 1's own user) and nobody else may write it.
+pub fn trusted(st: &Stat) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    (st.uid == 0 || st.uid == me) && st.mode & 0o022 == 0
+}
+
+/// Read the regular file `name` of the directory `dir` (a path of the image, such as
+/// `/opt/hermes`, or root's own state) only when both are [`trusted`]: a symlink is not
+/// followed, a FIFO not waited for, nothing larger than `max` read.
+pub fn read_trusted(dir: &Path, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
+    let d = open_dir_path(dir)?;
+    let dst = fstat(d.as_fd())?;
+    if !dst.is_dir() || !trusted(&dst) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "its directory may be written by others"));
+    }
+    let f = open_read_at(d.as_fd(), name)?;
+    let st = fstat(f.as_fd())?;
+    if !st.is_file() || !trusted(&st) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file only root may write"));
+    }
+    read_capped(f, &st, max)
 }
 
 fn too_large(max: u64) -> io::Error {

@@ -31,7 +31,7 @@
 use super::apikey;
 use crate::fsx::{self, Stat};
 use std::ffi::CStr;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -72,41 +72,6 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// May boot believe this file? Only what root (or, in a non-root container, we ourselves)
-/// owns and nobody else can write.
-fn trusted(st: &Stat) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
-    (st.uid == 0 || st.uid == me) && st.mode & 0o022 == 0
-}
-
-/// Read `name` from the directory `dir`: both trusted ([`trusted`]), the file regular, not a
-/// symlink, not larger than `max`; never blocks on a FIFO.
-fn read_trusted(dir: &Path, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
-    let d = fsx::open_dir_path(dir)?;
-    let dst = fsx::fstat(d.as_fd())?;
-    if !dst.is_dir() || !trusted(&dst) {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is not root's", dir.display())));
-    }
-    let f = fsx::open_read_at(d.as_fd(), name)?;
-    let st = fsx::fstat(f.as_fd())?;
-    if !st.is_file() || !trusted(&st) {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file of root's"));
-    }
-    read_capped(f, &st, max)
-}
-
-fn read_capped(f: std::fs::File, st: &Stat, max: u64) -> io::Result<Vec<u8>> {
-    if st.size > max {
-        return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {max} bytes")));
-    }
-    let mut buf = Vec::with_capacity(st.size as usize);
-    f.take(max + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {max} bytes")));
-    }
-    Ok(buf)
-}
-
 /// The image's proof ([`PROOF`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
@@ -128,7 +93,7 @@ impl Proof {
             (Some(d), Some(n)) => (d, fsx::cname(n).map_err(|e| e.to_string())?),
             _ => return Err(format!("{}: not a file path", path.display())),
         };
-        let text = read_trusted(dir, &name, MAX_SMALL).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = fsx::read_trusted(dir, &name, MAX_SMALL).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         let bad = || format!("{}: not a proof this hermesinit reads", path.display());
         let mut lines = text.lines();
@@ -216,7 +181,7 @@ pub fn memo_text(home: &Path, version: &str, f: &Files) -> Option<Vec<u8>> {
 /// not root's, is a symlink, a FIFO, too large, or in a directory anyone but root can write is
 /// an error (and does not match).
 pub fn memo_matches(dir: &Path, expected: &[u8]) -> Result<bool, String> {
-    match read_trusted(dir, MEMO, MAX_SMALL) {
+    match fsx::read_trusted(dir, MEMO, MAX_SMALL) {
         Ok(text) => Ok(text == expected),
         Err(e) if fsx::is_missing(&e) => Ok(false),
         Err(e) => Err(format!("{}/migrate: {e}", dir.display())),
@@ -248,8 +213,8 @@ pub fn proven_defaults(home: BorrowedFd, defaults: &Path, proof: &Proof) -> Resu
     let key_line = (KEY_LINE.len() + 64 + 1) as u64;
     let (config_now, config) = read_home_file(home, CONFIG, proof.config.0)?;
     let (env_now, env) = read_home_file(home, ENV, proof.env_body.0 + key_line)?;
-    let default_config =
-        read_trusted(defaults, CONFIG, MAX_DEFAULT).map_err(|e| format!("{}/config.yaml: {e}", defaults.display()))?;
+    let default_config = fsx::read_trusted(defaults, CONFIG, MAX_DEFAULT)
+        .map_err(|e| format!("{}/config.yaml: {e}", defaults.display()))?;
     if (default_config.len() as u64, fnv1a64(&default_config)) != proof.config {
         return Err(format!("{}/config.yaml is not the one the image build proved", defaults.display()));
     }
@@ -265,7 +230,7 @@ pub fn proven_defaults(home: BorrowedFd, defaults: &Path, proof: &Proof) -> Resu
         return Err(".env is not the proven default".into());
     }
     let default_env =
-        read_trusted(defaults, ENV, MAX_DEFAULT).map_err(|e| format!("{}/.env: {e}", defaults.display()))?;
+        fsx::read_trusted(defaults, ENV, MAX_DEFAULT).map_err(|e| format!("{}/.env: {e}", defaults.display()))?;
     let key = std::str::from_utf8(key).unwrap_or_default();
     if apikey::with_key(&default_env, key).as_deref() != Some(&env[..]) {
         return Err(".env is not the image's default with a key".into());
@@ -283,7 +248,7 @@ fn read_home_file(home: BorrowedFd, name: &CStr, size: u64) -> Result<(Ident, Ve
         return Err(format!("{shown} is not the image's default (not a regular file of its size)"));
     }
     let again = f.try_clone().map_err(|e| e.to_string())?;
-    let data = read_capped(f, &st, size).map_err(|e| format!("{shown}: {e}"))?;
+    let data = fsx::read_capped(f, &st, size).map_err(|e| format!("{shown}: {e}"))?;
     let after = fsx::fstat(again.as_fd()).map_err(|e| format!("{shown}: {e}"))?;
     if data.len() as u64 != size || Ident::from(&st) != Ident::from(&after) {
         return Err(format!("{shown} changed while it was read"));

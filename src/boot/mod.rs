@@ -581,7 +581,8 @@ impl Boot<'_> {
 
     fn step_skills(&mut self) -> StepResult {
         let venv = Path::new(pyrun::PYTHON).parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv) else {
+        let stamp = Path::new(skills::STAMP);
+        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv, stamp) else {
             return Ok("skipped: this hermes-agent ships no bundled skills directory".into());
         };
         info!("boot: skills: syncing bundled skills from {}", dir.display());
