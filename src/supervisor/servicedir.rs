@@ -243,6 +243,30 @@ mod tests {
         std::fs::remove_dir_all(&scan).unwrap();
     }
 
+    /// A slot published for an owner is theirs, directory and files, in a hermes-owned
+    /// scan directory (boot's) or a root-owned one.
+    #[test]
+    fn published_slots_belong_to_their_owner() {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::boot::testutil::is_root() {
+            return;
+        }
+        let t = crate::boot::testutil::TempDir::new("publish-owner");
+        let spec = ServiceSpec { command: vec!["/bin/true".into()], ..Default::default() };
+        for (scan_owner, tag) in [(10000, "hermes-owned"), (0, "root-owned")] {
+            let scan = t.path().join(tag);
+            std::fs::create_dir(&scan).unwrap();
+            std::os::unix::fs::lchown(&scan, Some(scan_owner), Some(scan_owner)).unwrap();
+            let p = publish(&scan, "gateway-x", &spec, true, Some((10000, 10000))).unwrap();
+            for f in ["", "type", "hermesinit.yaml", "down"] {
+                let m = std::fs::symlink_metadata(p.join(f)).unwrap();
+                assert_eq!((m.uid(), m.gid()), (10000, 10000), "{tag} {f}");
+                assert_eq!(m.mode() & 0o777, if f.is_empty() { 0o755 } else { 0o644 }, "{tag} {f}");
+            }
+            assert_eq!(std::fs::read_dir(&scan).unwrap().count(), 1, "{tag}: no staging left");
+        }
+    }
+
     /// `user:` naming the directory's owner is not worth a warning; any other user or group is.
     #[test]
     fn user_naming_the_owner_is_not_reported() {
