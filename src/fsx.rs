@@ -275,6 +275,26 @@ pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
     retry(|| nix::fcntl::renameat(Some(dir.as_raw_fd()), from, Some(dir.as_raw_fd()), to))
 }
 
+/// Move `from` to `to` in `dir` only if nothing has the name `to` (a symlink included):
+/// `Ok(false)` when something does. `renameat2(RENAME_NOREPLACE)`; on a filesystem without it,
+/// a hard link and an unlink, which fail the same way on an existing name.
+pub fn rename_noreplace_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<bool> {
+    let fd = dir.as_raw_fd();
+    let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+    let r = match retry(|| nix::fcntl::renameat2(Some(fd), from, Some(fd), to, flags)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let r = retry(|| nix::unistd::linkat(Some(fd), from, Some(fd), to, nix::fcntl::AtFlags::empty()));
+            r.and_then(|()| unlink_at(dir, from))
+        }
+        r => r,
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Is the filesystem of `fd` mounted read-only?
 pub fn read_only(fd: BorrowedFd) -> bool {
     nix::sys::statvfs::fstatvfs(fd).is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
