@@ -18,8 +18,8 @@
 //! | `stamp` | | a stale `.install_method` (`docker`) removed |
 //! | `apikey` | | a fresh `API_SERVER_KEY` in `.env` when it has none (never logged) |
 //! | `auth` | | `auth.json` from `HERMES_AUTH_JSON_BOOTSTRAP` when missing; `HERMES_AUTH_JSON_REBOOTSTRAP` re-seeds a dead Nous session |
-//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it) |
-//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes |
+//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it); not run for the image's proven defaults nor, as root, for files unchanged since a run that left them alone (`migrate.rs`) |
+//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes, when the image has bundled skills |
 //! | `modes` | | `.env` hermes 0600, `config.yaml` hermes 0640 |
 //! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
 //! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
