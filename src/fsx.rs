@@ -63,6 +63,8 @@ pub struct Stat {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Hard links to the inode.
+    pub nlink: u32,
     pub dev: (u32, u32),
     pub ino: u64,
     /// Modification time (seconds, nanoseconds).
@@ -123,6 +125,7 @@ fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<St
         uid: sx.stx_uid,
         gid: sx.stx_gid,
         size: sx.stx_size,
+        nlink: sx.stx_nlink,
         dev: (sx.stx_dev_major, sx.stx_dev_minor),
         ino: sx.stx_ino,
         mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
