@@ -17,7 +17,8 @@
 //! - **The memo.** After a run that exited 0, printed nothing but its summary and left
 //!   `config.yaml` and `.env` as they were, root records what was migrated in [`MEMO_DIR`] (the container's own filesystem, root's, outside anything
 //!   hermes can write): `HERMES_HOME`, the hermes-agent version, and (device, inode, size,
-//!   mtime, ctime) of both files. The next boot of the same container (`docker restart`, a
+//!   mtime, ctime) of both files and of the `plugins` directory (a plugin's toolsets decide
+//!   what the run warns about). The next boot of the same container (`docker restart`, a
 //!   restart policy) skips the run when all of it still matches. Any edit, chmod, chown or
 //!   replacement moves a file's ctime, which nobody but the kernel sets, so it brings the run
 //!   back. The memo is compared byte for byte with what the current state would give, read
@@ -140,23 +141,27 @@ impl std::fmt::Display for Ident {
     }
 }
 
-/// `config.yaml` and `.env` of a `HERMES_HOME`, as they are now.
+/// What a migration run reads in a `HERMES_HOME`, as it is now: `config.yaml` and `.env`, and
+/// the `plugins` directory (whose toolsets decide whether a `platform_toolsets` entry is
+/// warned about: installing or removing a plugin moves its mtime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Files {
     config: Ident,
     /// `None`: there is no `.env`.
     env: Option<Ident>,
+    /// `None`: there is no `plugins`.
+    plugins: Option<Ident>,
 }
 
-/// Both files, looked at without following anything: `None` when either is something else than
-/// a regular file (or missing, for `config.yaml`) — such a state is never remembered.
+/// Looked at without following anything: `None` when either file is something else than a
+/// regular file (or missing, for `config.yaml`) — such a state is never remembered.
 pub fn files(home: BorrowedFd) -> Option<Files> {
-    let regular = |name: &CStr| match fsx::lstat_at(home, name) {
-        Ok(st) if st.is_file() => Some(Some(Ident::from(&st))),
+    let at = |name: &CStr, regular: bool| match fsx::lstat_at(home, name) {
+        Ok(st) if st.is_file() || !regular => Some(Some(Ident::from(&st))),
         Err(e) if fsx::is_missing(&e) => Some(None),
         _ => None,
     };
-    Some(Files { config: regular(CONFIG)??, env: regular(ENV)? })
+    Some(Files { config: at(CONFIG, true)??, env: at(ENV, true)?, plugins: at(c"plugins", false)? })
 }
 
 /// What the memo holds for this state: compared byte for byte, never parsed. `None` for a
@@ -167,9 +172,11 @@ pub fn memo_text(home: &Path, version: &str, f: &Files) -> Option<Vec<u8>> {
         return None;
     }
     let mut t = format!("{MEMO_HEADER}\nhermes-agent {version}\nconfig.yaml {}\n", f.config).into_bytes();
-    match &f.env {
-        Some(e) => t.extend_from_slice(format!(".env {e}\n").as_bytes()),
-        None => t.extend_from_slice(b".env none\n"),
+    for (name, id) in [(".env", &f.env), ("plugins", &f.plugins)] {
+        match id {
+            Some(id) => t.extend_from_slice(format!("{name} {id}\n").as_bytes()),
+            None => t.extend_from_slice(format!("{name} none\n").as_bytes()),
+        }
     }
     t.extend_from_slice(b"home ");
     t.extend_from_slice(home);
@@ -207,12 +214,12 @@ pub fn write_memo(dir: &Path, text: &[u8]) -> io::Result<()> {
 
 /// Are `config.yaml` and `.env` in `home` exactly what the build proved: `config.yaml` the
 /// image's default byte for byte, `.env` the default with `API_SERVER_KEY=<64 hex digits>`
-/// appended as the `apikey` step does it? When they are, their state as read (both compared
-/// with root's defaults in `defaults`, never only with a hash). `Err` says why not.
-pub fn proven_defaults(home: BorrowedFd, defaults: &Path, proof: &Proof) -> Result<Files, String> {
+/// appended as the `apikey` step does it? Both are compared with root's defaults in
+/// `defaults`, never only with a hash. `Err` says why not.
+pub fn proven_defaults(home: BorrowedFd, defaults: &Path, proof: &Proof) -> Result<(), String> {
     let key_line = (KEY_LINE.len() + 64 + 1) as u64;
-    let (config_now, config) = read_home_file(home, CONFIG, proof.config.0)?;
-    let (env_now, env) = read_home_file(home, ENV, proof.env_body.0 + key_line)?;
+    let config = read_home_file(home, CONFIG, proof.config.0)?;
+    let env = read_home_file(home, ENV, proof.env_body.0 + key_line)?;
     let default_config = fsx::read_trusted(defaults, CONFIG, MAX_DEFAULT)
         .map_err(|e| format!("{}/config.yaml: {e}", defaults.display()))?;
     if (default_config.len() as u64, fnv1a64(&default_config)) != proof.config {
@@ -235,12 +242,12 @@ pub fn proven_defaults(home: BorrowedFd, defaults: &Path, proof: &Proof) -> Resu
     if apikey::with_key(&default_env, key).as_deref() != Some(&env[..]) {
         return Err(".env is not the image's default with a key".into());
     }
-    Ok(Files { config: config_now, env: Some(env_now) })
+    Ok(())
 }
 
-/// A regular file of `HERMES_HOME` of exactly `size` bytes, with the state it had while it was
-/// read (the same before and after, or it is refused as changing under us).
-fn read_home_file(home: BorrowedFd, name: &CStr, size: u64) -> Result<(Ident, Vec<u8>), String> {
+/// A regular file of `HERMES_HOME` of exactly `size` bytes, read without following a link or
+/// waiting on a FIFO; refused when it changed while it was read.
+fn read_home_file(home: BorrowedFd, name: &CStr, size: u64) -> Result<Vec<u8>, String> {
     let shown = name.to_string_lossy();
     let f = fsx::open_read_at(home, name).map_err(|e| format!("{shown}: {e}"))?;
     let st = fsx::fstat(f.as_fd()).map_err(|e| format!("{shown}: {e}"))?;
@@ -253,7 +260,7 @@ fn read_home_file(home: BorrowedFd, name: &CStr, size: u64) -> Result<(Ident, Ve
     if data.len() as u64 != size || Ident::from(&st) != Ident::from(&after) {
         return Err(format!("{shown} changed while it was read"));
     }
-    Ok((Ident::from(&st), data))
+    Ok(data)
 }
 
 /// Why the run is skipped, or what to remember after it.
@@ -302,7 +309,7 @@ pub fn decide(w: &Where, mut note: impl FnMut(&str)) -> Decision {
         return Decision::Run { memo: None };
     };
     match proven_defaults(home.as_fd(), w.defaults, &proof) {
-        Ok(_) => {
+        Ok(()) => {
             let how = if w.seeded { "seeded from this image's defaults" } else { "still this image's defaults" };
             return Decision::Skip(format!(
                 "skipped: config.yaml and .env {how}, which hermes-agent {}'s migrate_config leaves alone \
@@ -499,6 +506,12 @@ mod tests {
         touch(&img.home().join(".env"));
         assert_eq!(img.remember(&p), Ok(false));
         assert!(matches!(img.decide(true).0, Decision::Run { .. }));
+        // Installing (or removing) a plugin: its toolsets may change what the run warns about.
+        let Decision::Run { memo: Some(p) } = img.decide(true).0 else { panic!() };
+        assert_eq!(img.remember(&p), Ok(true));
+        assert!(skipped(&img.decide(true).0, "last migrated them"));
+        std::fs::create_dir_all(img.home().join("plugins/demo")).unwrap();
+        assert!(matches!(img.decide(true).0, Decision::Run { .. }), "a plugin appeared");
         // The same state under another hermes-agent is not remembered either.
         let Decision::Run { memo: Some(p) } = img.decide(true).0 else { panic!() };
         assert_eq!(img.remember(&p), Ok(true));
