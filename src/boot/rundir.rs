@@ -43,16 +43,24 @@ pub fn storable(name: &[u8]) -> bool {
 /// works), or replace whatever else is there by a new directory with `mode`. Then make sure of
 /// the mode (only changed when different: a non-root boot cannot chmod a root-owned one).
 fn fresh_dir(dir: &Path, mode: u32) -> io::Result<usize> {
-    fresh_dir_keeping(dir, mode, |_| false)
+    fresh_dir_keeping(dir, mode, |_| false).map(|(removed, _)| removed)
 }
 
-/// [`fresh_dir`], but entries whose name `keep` accepts stay (their caller checks them).
-fn fresh_dir_keeping(dir: &Path, mode: u32, keep: impl Fn(&std::ffi::OsStr) -> bool) -> io::Result<usize> {
+/// [`fresh_dir`], but entries whose name `keep` accepts stay (their caller checks them): how
+/// many were removed, and the names kept.
+fn fresh_dir_keeping(
+    dir: &Path,
+    mode: u32,
+    keep: impl Fn(&std::ffi::OsStr) -> bool,
+) -> io::Result<(usize, std::collections::BTreeSet<OsString>)> {
     let mut removed = 0;
+    let mut kept = std::collections::BTreeSet::new();
     if crate::logs::is_real_dir(dir) {
         for e in std::fs::read_dir(dir)? {
             let e = e?;
-            if !keep(&e.file_name()) {
+            if keep(&e.file_name()) {
+                kept.insert(e.file_name());
+            } else {
                 remove_any(&e.path())?;
                 removed += 1;
             }
@@ -63,7 +71,7 @@ fn fresh_dir_keeping(dir: &Path, mode: u32, keep: impl Fn(&std::ffi::OsStr) -> b
         DirBuilder::new().mode(mode).create(dir)?;
     }
     set_mode(dir, mode)?;
-    Ok(removed)
+    Ok((removed, kept))
 }
 
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
@@ -94,13 +102,13 @@ pub fn write(dir: &Path, vars: &[(OsString, OsString)], gid: Option<u32>) -> io:
         }
         want.entry(k.as_os_str()).or_insert(v.as_bytes());
     }
-    fresh_dir_keeping(dir, 0o750, |name| want.contains_key(name))?;
+    let (_, found) = fresh_dir_keeping(dir, 0o750, |name| want.contains_key(name))?;
     if let Some(g) = gid {
         std::os::unix::fs::lchown(dir, Some(0), Some(g))?;
     }
     for (k, v) in want {
         let path = dir.join(k);
-        if !kept(&path, v, gid)? {
+        if !(found.contains(k) && kept(&path, v, gid)?) {
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
