@@ -15,10 +15,11 @@
 //!   appended (compared with the root-owned defaults, never with a hash of something hermes
 //!   wrote) is not migrated — on a fresh volume, the files `seed` just copied.
 //! - **The memo.** After a run that exited 0, printed nothing but its summary and left
-//!   `config.yaml` and `.env` as they were, root records what was migrated in [`MEMO_DIR`] (the container's own filesystem, root's, outside anything
-//!   hermes can write): `HERMES_HOME`, the hermes-agent version, and (device, inode, size,
-//!   mtime, ctime) of both files and of the `plugins` directory (a plugin's toolsets decide
-//!   what the run warns about). The next boot of the same container (`docker restart`, a
+//!   `config.yaml` and `.env` as they were, root records what was migrated in [`MEMO_DIR`]
+//!   (the container's own filesystem, root's, outside anything hermes can write):
+//!   `HERMES_HOME`, the hermes-agent version, and (device, inode, size, mtime, ctime) of both
+//!   files and of the `plugins` directory (a plugin's toolsets decide what the run warns
+//!   about). The next boot of the same container (`docker restart`, a
 //!   restart policy) skips the run when all of it still matches. Any edit, chmod, chown or
 //!   replacement moves a file's ctime, which nobody but the kernel sets, so it brings the run
 //!   back. The memo is compared byte for byte with what the current state would give, read
