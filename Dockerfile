@@ -99,6 +99,9 @@ RUN apt-get update \
 # One binary, many names: hermesinit picks its role from argv[0], so every
 # entry point is a link to /usr/local/bin/hermesinit (copied in last).
 #
+# /var/lib/hermesinit is root's alone: boot keeps its memo of the last config
+# migration there, on the container's own filesystem, out of hermes' reach.
+#
 # The runtime directories under /run are made here too, so that a container
 # started with --user 10000:10000 (no root to create them at boot) still gets
 # its env snapshot, scan directory and control socket. A root boot empties
@@ -111,6 +114,7 @@ RUN set -eu; \
     install -d -o hermes -g hermes -m 0755 /run/service; \
     install -d -o hermes -g hermes -m 0750 /run/s6/container_environment; \
     install -d -o root -g hermes -m 1775 /run/hermesinit; \
+    install -d -o root -g root -m 0700 /var/lib/hermesinit; \
     ln -s /usr/local/bin/hermesinit /init; \
     ln -s /usr/local/bin/hermesinit /opt/hermes/bin/hermes; \
     for tool in s6-svc s6-svstat s6-svscanctl s6-svwait s6-setuidgid s6-log with-contenv; do \

@@ -63,10 +63,15 @@ pub struct Stat {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Hard links to the inode.
+    pub nlink: u32,
     pub dev: (u32, u32),
     pub ino: u64,
     /// Modification time (seconds, nanoseconds).
     pub mtime: (i64, u32),
+    /// Status change time (seconds, nanoseconds): set by the kernel on every write, chmod,
+    /// chown, link or rename of the inode; no unprivileged caller can set it back.
+    pub ctime: (i64, u32),
     /// The mount's id (Linux ≥ 5.8); `None` when the kernel does not report it.
     pub mnt_id: Option<u64>,
 }
@@ -120,9 +125,11 @@ fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<St
         uid: sx.stx_uid,
         gid: sx.stx_gid,
         size: sx.stx_size,
+        nlink: sx.stx_nlink,
         dev: (sx.stx_dev_major, sx.stx_dev_minor),
         ino: sx.stx_ino,
         mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
+        ctime: (sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec),
         mnt_id: (sx.stx_mask & libc::STATX_MNT_ID != 0).then_some(sx.stx_mnt_id),
     })
 }
@@ -169,12 +176,18 @@ pub fn open_read_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
 /// refused before anything is read (`EFBIG`), so no input hermes can plant costs PID 1 more
 /// than `max` bytes or a wait.
 pub fn read_bounded_at(dir: BorrowedFd, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     let f = open_read_at(dir, name)?;
     let st = fstat(f.as_fd())?;
     if !st.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
+    read_capped(f, &st, max)
+}
+
+/// Read all of `f`, whose `fstat` is `st`: refused before reading when larger than `max`, and
+/// when it grew past `max` since.
+pub fn read_capped(f: File, st: &Stat, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
     if st.size > max {
         return Err(too_large(max));
     }
@@ -185,6 +198,30 @@ pub fn read_bounded_at(dir: BorrowedFd, name: &CStr, max: u64) -> io::Result<Vec
         return Err(too_large(max));
     }
     Ok(buf)
+}
+
+/// Can boot believe what this file or directory says? Only when root owns it (or, in a
+/// container whose PID 1 is not root, PID 1's own user) and nobody else may write it.
+pub fn trusted(st: &Stat) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    (st.uid == 0 || st.uid == me) && st.mode & 0o022 == 0
+}
+
+/// Read the regular file `name` of the directory `dir` (a path of the image, such as
+/// `/opt/hermes`, or root's own state) only when both are [`trusted`]: a symlink is not
+/// followed, a FIFO not waited for, nothing larger than `max` read.
+pub fn read_trusted(dir: &Path, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
+    let d = open_dir_path(dir)?;
+    let dst = fstat(d.as_fd())?;
+    if !dst.is_dir() || !trusted(&dst) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "its directory may be written by others"));
+    }
+    let f = open_read_at(d.as_fd(), name)?;
+    let st = fstat(f.as_fd())?;
+    if !st.is_file() || !trusted(&st) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file only root may write"));
+    }
+    read_capped(f, &st, max)
 }
 
 fn too_large(max: u64) -> io::Error {
@@ -239,6 +276,26 @@ pub fn unlink_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
     retry(|| nix::fcntl::renameat(Some(dir.as_raw_fd()), from, Some(dir.as_raw_fd()), to))
+}
+
+/// Move `from` to `to` in `dir` only if nothing has the name `to` (a symlink included):
+/// `Ok(false)` when something does. `renameat2(RENAME_NOREPLACE)`; on a filesystem without it,
+/// a hard link and an unlink, which fail the same way on an existing name.
+pub fn rename_noreplace_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<bool> {
+    let fd = dir.as_raw_fd();
+    let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+    let r = match retry(|| nix::fcntl::renameat2(Some(fd), from, Some(fd), to, flags)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let r = retry(|| nix::unistd::linkat(Some(fd), from, Some(fd), to, nix::fcntl::AtFlags::empty()));
+            r.and_then(|()| unlink_at(dir, from))
+        }
+        r => r,
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Is the filesystem of `fd` mounted read-only?

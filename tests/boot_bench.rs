@@ -66,6 +66,8 @@ impl Bench {
             group: root.join("group"),
             s6_basedir: root.join("run/s6/basedir"),
             defaults_dir: root.join("defaults"),
+            migrate_proof: root.join("migrate-proof"),
+            migrate_memo_dir: root.join("var/lib/hermesinit"),
         };
         Bench { _t: t, root, cfg, paths, files: Vec::new() }
     }

@@ -69,6 +69,12 @@ fn c_sec_1_no_slot_hermes_writes_ever_runs_as_root() {
     assert_eq!(ids_in(&root, "a2").as_deref(), Some("10000\n10000"), "{ctx}");
     let a3 = ids_in(&root, "a3").unwrap_or_default();
     assert!(a3.starts_with("10000\n") && !a3.split_whitespace().any(|g| g == "0"), "a3={a3:?} {ctx}");
+    // ... and a `user:` naming anyone but the directory's owner is reported; boot's own slots,
+    // which name their owner (`user: hermes` in a hermes-owned directory), are not.
+    assert!(out.stderr.contains("service a2: `user: root` ignored"), "{ctx}");
+    assert!(out.stderr.contains("service a3: `user: hermes:0` ignored"), "{ctx}");
+    assert!(out.stderr.contains("service gateway-default: registered"), "{ctx}");
+    assert!(!out.stderr.contains("service gateway-default: `user:"), "{ctx}");
     // 4: a symlinked run is refused; its finish never runs (and never as root).
     assert!(out.stderr.contains("refusing run: a symlink"), "{ctx}");
     assert_ne!(ids_in(&root, "a4").as_deref(), Some("0"), "{ctx}");

@@ -1,7 +1,9 @@
 //! One atomic, no-follow file replacement inside a directory descriptor (`HERMES_HOME`): a
 //! temporary `.<name>.hermesinit-tmp` created `O_EXCL|O_NOFOLLOW`, given its owner and mode on
 //! the descriptor, written, fsynced, then renamed over `name` (a symlink planted at `name` is
-//! replaced, never followed).
+//! replaced, never followed). The fsync before the rename is what keeps a crash from leaving
+//! an empty or torn file under the name, which boot would then keep (it never overwrites a
+//! `.env` with a key, nor an `auth.json`).
 
 use crate::fsx;
 use std::ffi::{CStr, CString};
@@ -9,6 +11,29 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 pub fn write_at(dir: BorrowedFd, name: &CStr, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    replace(dir, name, data, mode, owner, true)
+}
+
+/// [`write_at`] without the fsync, for a file whose loss or tearing in a crash is harmless
+/// because it is only ever compared byte for byte (the migration memo).
+pub fn write_at_nosync(
+    dir: BorrowedFd,
+    name: &CStr,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    replace(dir, name, data, mode, owner, false)
+}
+
+fn replace(
+    dir: BorrowedFd,
+    name: &CStr,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    sync: bool,
+) -> io::Result<()> {
     let mut tmp = b".".to_vec();
     tmp.extend_from_slice(name.to_bytes());
     tmp.extend_from_slice(b".hermesinit-tmp");
@@ -25,7 +50,9 @@ pub fn write_at(dir: BorrowedFd, name: &CStr, data: &[u8], mode: u32, owner: Opt
         }
         fsx::fchmod(f.as_fd(), mode)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fsx::rename_at(dir, &tmp, name)
     })();
     if r.is_err() {

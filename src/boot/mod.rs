@@ -18,8 +18,8 @@
 //! | `stamp` | | a stale `.install_method` (`docker`) removed |
 //! | `apikey` | | a fresh `API_SERVER_KEY` in `.env` when it has none (never logged) |
 //! | `auth` | | `auth.json` from `HERMES_AUTH_JSON_BOOTSTRAP` when missing; `HERMES_AUTH_JSON_REBOOTSTRAP` re-seeds a dead Nous session |
-//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it) |
-//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes |
+//! | `migrate` | | hermes-agent's `migrate_config` as hermes (`HERMES_SKIP_CONFIG_MIGRATION` skips it); not run for the image's proven defaults nor, as root, for files unchanged since a run that left them alone (`migrate.rs`) |
+//! | `skills` | | hermes-agent's `tools.skills_sync` as hermes, when the image has bundled skills |
 //! | `modes` | | `.env` hermes 0600, `config.yaml` hermes 0640 |
 //! | `state` | C-BOOT-5, C-BOOT-8 | `gateway_state.json` from `HERMES_GATEWAY_BOOTSTRAP_STATE=running`, or the legacy `gateway run` migration; never overwriting |
 //! | `reconcile` | C-BOOT-7, C-BOOT-10, C-SVC-2 | a `gateway-<profile>` slot per profile (`gateway-default` always), up or down by its recorded state; stale `gateway.pid`/`processes.json` removed; none in a dashboard container |
@@ -115,6 +115,10 @@ pub struct Paths {
     pub group: PathBuf,
     pub s6_basedir: PathBuf,
     pub defaults_dir: PathBuf,
+    /// The image build's proof that the defaults need no migration ([`migrate::PROOF`]).
+    pub migrate_proof: PathBuf,
+    /// Root's memo of the last migration ([`migrate::MEMO_DIR`]).
+    pub migrate_memo_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -124,6 +128,8 @@ impl Default for Paths {
             group: crate::users::GROUP.into(),
             s6_basedir: S6_BASEDIR.into(),
             defaults_dir: DEFAULTS_DIR.into(),
+            migrate_proof: migrate::PROOF.into(),
+            migrate_memo_dir: migrate::MEMO_DIR.into(),
         }
     }
 }
@@ -252,6 +258,7 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         root,
         hermes,
         env_written: false,
+        seeded: Vec::new(),
         legacy_migrated: false,
         outcome: Outcome::default(),
         reconciled: false,
@@ -379,6 +386,8 @@ struct Boot<'a> {
     root: bool,
     hermes: Hermes,
     env_written: bool,
+    /// The default files this boot's `seed` copied in.
+    seeded: Vec<String>,
     legacy_migrated: bool,
     outcome: Outcome,
     reconciled: bool,
@@ -532,16 +541,40 @@ impl Boot<'_> {
             Ok(m) if m.is_file() => {}
             _ => return Ok("no config.yaml".into()),
         }
-        let mut last = String::new();
+        let seeded = ["config.yaml", ".env"].iter().all(|f| self.seeded.iter().any(|s| s == f));
+        let w = migrate::Where {
+            home: self.home(),
+            defaults: &self.paths.defaults_dir,
+            proof: &self.paths.migrate_proof,
+            memo_dir: self.root.then_some(self.paths.migrate_memo_dir.as_path()),
+            seeded,
+        };
+        let memo = match migrate::decide(&w, |n| tracing::debug!("boot: migrate: {n}")) {
+            migrate::Decision::Skip(why) => return Ok(why),
+            migrate::Decision::Run { memo } => memo,
+        };
+        let (mut last, mut lines) = (String::new(), 0);
         let ended = self.hermes_python(&["-c", migrate::CODE], migrate::TIMEOUT_SECS, |l| {
             if !l.is_empty() {
                 info!("{} {l}", migrate::PREFIX);
                 last = l.to_string();
+                lines += 1;
             }
         })?;
         Ok(match ended {
             None => format!("skipped: no {}", pyrun::PYTHON),
-            Some(pyrun::Ended::Code(0)) => format!("done: {last}"),
+            Some(pyrun::Ended::Code(0)) => {
+                // Remembered only when it said nothing but its summary and changed nothing.
+                let kept = match memo.filter(|_| lines == 1).map(|p| migrate::remember(&w, &p)) {
+                    Some(Ok(true)) => "; remembered",
+                    Some(Err(e)) => {
+                        tracing::debug!("boot: migrate: not remembered: {e}");
+                        ""
+                    }
+                    _ => "",
+                };
+                format!("done: {last}{kept}")
+            }
             Some(e) => {
                 warn!("{} config migration failed ({e:?}); continuing with the config as it is", migrate::PREFIX);
                 format!("failed ({e:?}), continuing")
@@ -551,7 +584,8 @@ impl Boot<'_> {
 
     fn step_skills(&mut self) -> StepResult {
         let venv = Path::new(pyrun::PYTHON).parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv) else {
+        let stamp = Path::new(skills::STAMP);
+        let Some(dir) = skills::bundled_dir(self.env.get("HERMES_BUNDLED_SKILLS"), venv, stamp) else {
             return Ok("skipped: this hermes-agent ships no bundled skills directory".into());
         };
         info!("boot: skills: syncing bundled skills from {}", dir.display());
@@ -632,6 +666,7 @@ impl Boot<'_> {
             return Ok("skipped: no HERMES_HOME".into());
         };
         let s = seed::seed(&home, &self.paths.defaults_dir, self.owner())?;
+        self.seeded = s.files_seeded.clone();
         Ok(s.summary())
     }
 
@@ -684,7 +719,13 @@ impl Boot<'_> {
         let what = format!("publishing the dashboard slot in {}", self.config.scan_dir.display());
         let r = soft(
             what,
-            crate::supervisor::servicedir::publish(&self.config.scan_dir, "dashboard", &spec, !on, self.owner()),
+            crate::supervisor::servicedir::publish_before_scan(
+                &self.config.scan_dir,
+                "dashboard",
+                &spec,
+                !on,
+                self.owner(),
+            ),
         )?;
         Ok(match (r, on) {
             (None, _) => "not registered".into(),

@@ -43,11 +43,27 @@ pub fn storable(name: &[u8]) -> bool {
 /// works), or replace whatever else is there by a new directory with `mode`. Then make sure of
 /// the mode (only changed when different: a non-root boot cannot chmod a root-owned one).
 fn fresh_dir(dir: &Path, mode: u32) -> io::Result<usize> {
+    fresh_dir_keeping(dir, mode, |_| false).map(|(removed, _)| removed)
+}
+
+/// [`fresh_dir`], but entries whose name `keep` accepts stay (their caller checks them): how
+/// many were removed, and the names kept.
+fn fresh_dir_keeping(
+    dir: &Path,
+    mode: u32,
+    keep: impl Fn(&std::ffi::OsStr) -> bool,
+) -> io::Result<(usize, std::collections::BTreeSet<OsString>)> {
     let mut removed = 0;
+    let mut kept = std::collections::BTreeSet::new();
     if crate::logs::is_real_dir(dir) {
         for e in std::fs::read_dir(dir)? {
-            remove_any(&e?.path())?;
-            removed += 1;
+            let e = e?;
+            if keep(&e.file_name()) {
+                kept.insert(e.file_name());
+            } else {
+                remove_any(&e.path())?;
+                removed += 1;
+            }
         }
     } else {
         remove_any(dir)?;
@@ -55,7 +71,7 @@ fn fresh_dir(dir: &Path, mode: u32) -> io::Result<usize> {
         DirBuilder::new().mode(mode).create(dir)?;
     }
     set_mode(dir, mode)?;
-    Ok(removed)
+    Ok((removed, kept))
 }
 
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
@@ -69,36 +85,85 @@ fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
 /// Write the snapshot: the directory emptied (`0750`, group `gid`), then one file per variable
 /// (`0640`, group `gid`) holding the value verbatim — no trailing newline, as s6-overlay's
 /// `s6-dumpenv` writes it. Empty values and dotted names (`a.b`) are kept.
+///
+/// `/run` survives `docker restart`, so a restart finds the last boot's snapshot: a file that is
+/// already one of this boot's variables, and plainly ours (regular, one link, owned by us), is
+/// kept and only rewritten, chmodded or chowned where it differs; everything else is removed
+/// and created anew. On fuse-overlayfs, unlinking a file and creating it again costs a few
+/// round trips to the daemon, over a millisecond; reading it, a fraction of that.
 pub fn write(dir: &Path, vars: &[(OsString, OsString)], gid: Option<u32>) -> io::Result<Written> {
-    fresh_dir(dir, 0o750)?;
-    if let Some(g) = gid {
-        std::os::unix::fs::lchown(dir, Some(0), Some(g))?;
-    }
     let mut out = Written::default();
-    let mut seen = std::collections::BTreeSet::new();
     // A name given twice: the first occurrence wins, as with getenv(3).
+    let mut want: std::collections::BTreeMap<&std::ffi::OsStr, &[u8]> = std::collections::BTreeMap::new();
     for (k, v) in vars {
         if !storable(k.as_bytes()) {
             out.skipped.push(k.to_string_lossy().into_owned());
             continue;
         }
-        if !seen.insert(k.clone()) {
-            continue;
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(dir.join(k))?;
-        f.write_all(v.as_bytes())?;
-        f.set_permissions(Permissions::from_mode(0o640))?;
-        if let Some(g) = gid {
-            std::os::unix::fs::fchown(&f, Some(0), Some(g))?;
+        want.entry(k.as_os_str()).or_insert(v.as_bytes());
+    }
+    let (_, found) = fresh_dir_keeping(dir, 0o750, |name| want.contains_key(name))?;
+    if let Some(g) = gid {
+        std::os::unix::fs::lchown(dir, Some(0), Some(g))?;
+    }
+    for (k, v) in want {
+        let path = dir.join(k);
+        if !(found.contains(k) && kept(&path, v, gid)?) {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)?;
+            f.write_all(v)?;
+            f.set_permissions(Permissions::from_mode(0o640))?;
+            if let Some(g) = gid {
+                std::os::unix::fs::fchown(&f, Some(0), Some(g))?;
+            }
         }
         out.written += 1;
     }
     Ok(out)
+}
+
+/// A previous boot's file at `path`, made to hold `value` (`0640`, ours, group `gid`) when it
+/// is plainly ours: a regular file with one link, owned by us. `Ok(false)` when there is none,
+/// or something else was there (then removed, for the caller to create it).
+fn kept(path: &Path, value: &[u8], gid: Option<u32>) -> io::Result<bool> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !m.is_file() || m.nlink() != 1 || m.uid() != me {
+        remove_any(path)?;
+        return Ok(false);
+    }
+    let f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let st = crate::fsx::fstat(std::os::fd::AsFd::as_fd(&f))?;
+    if st.ino != m.ino() {
+        // Replaced since the lstat (only root could): start afresh.
+        drop(f);
+        remove_any(path)?;
+        return Ok(false);
+    }
+    let same = st.size == value.len() as u64 && {
+        let mut old = vec![0; value.len()];
+        f.read_exact_at(&mut old, 0).is_ok() && old == value
+    };
+    if !same {
+        f.set_len(0)?;
+        f.write_all_at(value, 0)?;
+    }
+    if st.mode & 0o7777 != 0o640 {
+        f.set_permissions(Permissions::from_mode(0o640))?;
+    }
+    if let Some(g) = gid.filter(|g| st.gid != *g) {
+        std::os::unix::fs::fchown(&f, None, Some(g))?;
+    }
+    Ok(true)
 }
 
 /// After a GID remap: give the snapshot the new group.
@@ -286,6 +351,55 @@ mod tests {
             assert_eq!((dm.uid(), dm.gid(), fm.uid(), fm.gid()), (0, 10000, 0, 10000));
             assert_eq!(regroup(&dir, 1234).unwrap(), 4);
             assert_eq!(std::fs::metadata(dir.join("EMPTY")).unwrap().gid(), 1234);
+        }
+    }
+
+    /// A restart finds the last boot's snapshot: files that are plainly ours are kept (and
+    /// corrected), anything else is replaced, stale variables go.
+    #[test]
+    fn c_boot_1_a_restart_keeps_what_is_right_and_replaces_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = TempDir::new("envsnap-restart");
+        let dir = t.path().join("container_environment");
+        let gid = is_root().then_some(10000);
+        write(&dir, &[os("SAME", "v"), os("CHANGED", "old value"), os("GONE", "x"), os("MODE", "m")], gid).unwrap();
+        let ino = |n: &str| std::fs::symlink_metadata(dir.join(n)).unwrap().ino();
+        let (same, changed) = (ino("SAME"), ino("CHANGED"));
+        std::fs::set_permissions(dir.join("MODE"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        // What a hook (root) may leave: a symlink, a hard link, a directory under a variable's name.
+        std::fs::write(t.path().join("target"), "keep").unwrap();
+        std::os::unix::fs::symlink(t.path().join("target"), dir.join("LINKED")).unwrap();
+        std::fs::hard_link(t.path().join("target"), dir.join("HARD")).unwrap();
+        std::fs::create_dir(dir.join("ADIR")).unwrap();
+        let vars = [
+            os("SAME", "v"),
+            os("CHANGED", "new"),
+            os("MODE", "m"),
+            os("LINKED", "l"),
+            os("HARD", "h"),
+            os("ADIR", "d"),
+        ];
+        assert_eq!(write(&dir, &vars, gid).unwrap().written, 6);
+        let back = crate::envdir::read(&dir).unwrap();
+        assert_eq!(
+            back,
+            vec![
+                os("ADIR", "d"),
+                os("CHANGED", "new"),
+                os("HARD", "h"),
+                os("LINKED", "l"),
+                os("MODE", "m"),
+                os("SAME", "v")
+            ]
+        );
+        assert_eq!((ino("SAME"), ino("CHANGED")), (same, changed), "kept, rewritten in place");
+        assert_eq!(std::fs::read_to_string(t.path().join("target")).unwrap(), "keep", "never written through a link");
+        for n in ["SAME", "CHANGED", "MODE", "LINKED", "HARD", "ADIR"] {
+            let m = std::fs::symlink_metadata(dir.join(n)).unwrap();
+            assert!(m.is_file() && m.nlink() == 1 && m.mode() & 0o7777 == 0o640, "{n}");
+            if is_root() {
+                assert_eq!((m.uid(), m.gid()), (0, 10000), "{n}");
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! C-BOOT-4: the hermes directories exist and are hermes-owned; the image's default files
 //! (`/opt/hermes/defaults/*`, today `SOUL.md`) are copied into a fresh `HERMES_HOME`, never
 //! overwriting, never through a symlink (`O_CREAT|O_EXCL|O_NOFOLLOW` relative to the
-//! `HERMES_HOME` descriptor), and created hermes-owned (`fchown` on the new descriptor).
+//! `HERMES_HOME` descriptor), created hermes-owned (`fchown` on the new descriptor) and fsynced
+//! under a temporary name before they get theirs (`RENAME_NOREPLACE`), so none is ever torn.
 
 use super::{StepErr, soft};
 use crate::fsx;
@@ -230,27 +231,36 @@ fn seed_defaults(
     Ok(())
 }
 
-/// Create `name` exclusively and copy `src` into it. `Ok(false)`: something appeared there.
+/// Create `name` from `src`, never replacing anything: written and fsynced as
+/// `.<name>.hermesinit-tmp`, then moved to `name` only if nothing has that name. A crash or a
+/// kill at any point leaves the default whole or absent (then the next boot seeds it), never
+/// torn: boot never overwrites an existing file, so a torn one would be kept for good.
+/// `Ok(false)`: something appeared there.
 fn copy_new(dir: BorrowedFd, name: &CStr, src: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<bool> {
     let mut from = std::fs::File::open(src)?;
-    let mut to = match fsx::create_excl_at(dir, name, mode) {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
-        Err(e) => return Err(e),
-    };
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name.to_bytes());
+    tmp.extend_from_slice(b".hermesinit-tmp");
+    let tmp = std::ffi::CString::new(tmp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // A temporary left by an interrupted boot (or anything planted there) goes first.
+    match fsx::unlink_at(dir, &tmp) {
+        Err(e) if !fsx::is_missing(&e) => return Err(e),
+        _ => {}
+    }
     let r = (|| {
+        let mut to = fsx::create_excl_at(dir, &tmp, mode)?;
         if let Some((u, g)) = owner {
             fsx::fchown(to.as_fd(), u, g)?;
         }
         fsx::fchmod(to.as_fd(), mode)?;
         io::copy(&mut from, &mut to)?;
-        to.sync_all()
+        to.sync_all()?;
+        fsx::rename_noreplace_at(dir, &tmp, name)
     })();
-    if r.is_err() {
-        // Do not leave a half-written default behind: the next boot would keep it.
-        let _ = fsx::unlink_at(dir, name);
+    if !matches!(r, Ok(true)) {
+        let _ = fsx::unlink_at(dir, &tmp);
     }
-    r.map(|()| true)
+    r
 }
 
 #[cfg(test)]
@@ -299,6 +309,27 @@ mod tests {
         }
         let again = seed(&home, &defaults, o).unwrap();
         assert_eq!((again.dirs_created, again.dirs_fixed, again.files_seeded.len()), (0, 0, 0), "{again:?}");
+        assert!(!std::fs::read_dir(&home).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with("-tmp")));
+    }
+
+    /// A default is moved into place whole, and never over something that appeared meanwhile;
+    /// a temporary an interrupted boot left is replaced.
+    #[test]
+    fn c_boot_4_defaults_appear_whole_and_never_replace() {
+        let t = TempDir::new("seed-whole");
+        std::fs::write(t.path().join("src"), "default\n").unwrap();
+        std::fs::write(t.path().join(".f.hermesinit-tmp"), "torn").unwrap();
+        let d = fsx::open_dir_path(t.path()).unwrap();
+        assert!(copy_new(d.as_fd(), c"f", &t.path().join("src"), 0o640, None).unwrap());
+        assert_eq!(std::fs::read_to_string(t.path().join("f")).unwrap(), "default\n");
+        assert!(!t.path().join(".f.hermesinit-tmp").exists());
+        std::fs::write(t.path().join("g"), "mine").unwrap();
+        assert!(!copy_new(d.as_fd(), c"g", &t.path().join("src"), 0o640, None).unwrap());
+        assert_eq!(std::fs::read_to_string(t.path().join("g")).unwrap(), "mine");
+        symlink(t.path().join("nowhere"), t.path().join("h")).unwrap();
+        assert!(!copy_new(d.as_fd(), c"h", &t.path().join("src"), 0o640, None).unwrap(), "a dangling link counts");
+        assert!(!t.path().join("nowhere").exists());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 4, "no temporary left");
     }
 
     #[test]

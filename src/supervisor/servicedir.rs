@@ -74,6 +74,16 @@ fn program_present(dir: BorrowedFd, name: &CStr, shown: &str) -> Result<bool, St
     }
 }
 
+/// Does a spec's `user:` name exactly who a non-root slot runs as anyway (the directory's owner,
+/// with the group [`launch::identity_of_owner`](super::launch::identity_of_owner) gives it)?
+/// Then ignoring it changes nothing and is not worth a warning: boot's own slots say
+/// `user: hermes` in a hermes-owned directory. Any other user or group — `root`, `hermes:0`, a
+/// name that does not resolve — is still reported.
+fn names_owner(user: &str, uid: u32, gid: u32) -> bool {
+    let owner = super::launch::identity_of_owner(uid, gid);
+    crate::creds::Identity::resolve(user).is_ok_and(|id| id.uid == owner.uid && id.gid == owner.gid)
+}
+
 impl ServiceDir {
     /// Read the slot `name` of the scan directory `scan` without following any symlink; every
     /// file is read through the bounded reader (C-SEC-2, C-SEC-3).
@@ -94,11 +104,13 @@ impl ServiceDir {
                 let text = String::from_utf8(bytes).map_err(|_| bad(format!("{SPEC_FILE}: not UTF-8")))?;
                 let spec = ServiceSpec::parse(&spec_path, &text).map_err(LoadError::Invalid)?;
                 if let (Some(u), true) = (&spec.user, st.uid != 0) {
-                    warn!(
-                        "service {name}: `user: {u}` ignored: the slot directory belongs to uid {}, \
-                         so it runs as that uid",
-                        st.uid
-                    );
+                    if !names_owner(u, st.uid, st.gid) {
+                        warn!(
+                            "service {name}: `user: {u}` ignored: the slot directory belongs to uid {}, \
+                             so it runs as that uid",
+                            st.uid
+                        );
+                    }
                 }
                 Kind::Native(spec)
             }
@@ -134,6 +146,32 @@ pub fn publish(
     down: bool,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<PathBuf> {
+    publish_as(scan_dir, name, spec, down, owner, false)
+}
+
+/// [`publish`] for boot, which runs before the supervisor reads the scan directory (and before
+/// any service or the main program could): a name that is free is built in place — a stat,
+/// a second stat and a rename fewer, each a round trip to the daemon on fuse-overlayfs. A
+/// name that is taken is replaced as [`publish`] does. Never while a supervisor scans: it
+/// could read the slot half-built.
+pub fn publish_before_scan(
+    scan_dir: &Path,
+    name: &str,
+    spec: &ServiceSpec,
+    down: bool,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<PathBuf> {
+    publish_as(scan_dir, name, spec, down, owner, true)
+}
+
+fn publish_as(
+    scan_dir: &Path,
+    name: &str,
+    spec: &ServiceSpec,
+    down: bool,
+    owner: Option<(u32, u32)>,
+    in_place: bool,
+) -> std::io::Result<PathBuf> {
     if !config::valid_service_name(name) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid service name '{name}'")));
     }
@@ -141,37 +179,57 @@ pub fn publish(
     // never by a path hermes could redirect with a symlink (C-SEC-2).
     let scan = fsx::open_dir_path(scan_dir)?;
     let live = fsx::cname(OsStr::new(name))?;
+    let yaml = spec.to_yaml();
+    // `down` first: a slot is never, even half-built, one that would start.
+    let mut files: Vec<(&CStr, &[u8])> = Vec::new();
+    if down {
+        files.push((c"down", b""));
+    }
+    files.extend([(c"type", &b"longrun\n"[..]), (c"hermesinit.yaml", yaml.as_bytes())]);
+    if in_place {
+        match fsx::mkdir_at(scan.as_fd(), &live, 0o755) {
+            Ok(()) => {
+                let r = fill(scan.as_fd(), &live, &files, owner);
+                if r.is_err() {
+                    let _ = std::fs::remove_dir_all(scan_dir.join(name));
+                }
+                return r.map(|()| scan_dir.join(name));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let tmp_name = format!(".{name}.tmp");
     let tmp = fsx::cname(OsStr::new(&tmp_name))?;
     // std's remove_dir_all never follows a symlink, at any depth.
     let _ = std::fs::remove_dir_all(scan_dir.join(&tmp_name));
     fsx::mkdir_at(scan.as_fd(), &tmp, 0o755)?;
-    let r = (|| {
-        let dir = fsx::open_dir_at(scan.as_fd(), &tmp)?;
-        let yaml = spec.to_yaml();
-        let mut files: Vec<(&CStr, &[u8])> = vec![(c"type", b"longrun\n"), (c"hermesinit.yaml", yaml.as_bytes())];
-        if down {
-            files.push((c"down", b""));
-        }
-        for (n, body) in files {
-            let mut f = fsx::create_excl_at(dir.as_fd(), n, 0o644)?;
-            std::io::Write::write_all(&mut f, body)?;
-            if let Some((u, g)) = owner {
-                fsx::fchown(f.as_fd(), u, g)?;
-            }
-        }
-        if let Some((u, g)) = owner {
-            fsx::fchown(dir.as_fd(), u, g)?;
-        }
+    let r = fill(scan.as_fd(), &tmp, &files, owner).and_then(|()| {
         if fsx::lstat_at(scan.as_fd(), &live).is_ok() {
             std::fs::remove_dir_all(scan_dir.join(name)).or_else(|_| fsx::unlink_at(scan.as_fd(), &live))?;
         }
         fsx::rename_at(scan.as_fd(), &tmp, &live)
-    })();
+    });
     if r.is_err() {
         let _ = std::fs::remove_dir_all(scan_dir.join(&tmp_name));
     }
     r.map(|()| scan_dir.join(name))
+}
+
+/// Fill the new directory `name` of `scan` with `files`, all given to `owner`.
+fn fill(scan: BorrowedFd, name: &CStr, files: &[(&CStr, &[u8])], owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let dir = fsx::open_dir_at(scan, name)?;
+    for (n, body) in files {
+        let mut f = fsx::create_excl_at(dir.as_fd(), n, 0o644)?;
+        std::io::Write::write_all(&mut f, body)?;
+        if let Some((u, g)) = owner {
+            fsx::fchown(f.as_fd(), u, g)?;
+        }
+    }
+    if let Some((u, g)) = owner {
+        fsx::fchown(dir.as_fd(), u, g)?;
+    }
+    Ok(())
 }
 
 /// Remove staging leftovers (`.<name>.tmp*`) of an interrupted publish.
@@ -229,5 +287,46 @@ mod tests {
         assert_eq!(list(fd.as_fd()).into_iter().collect::<Vec<_>>(), vec!["empty", "gateway-a", "svc"]);
         assert!(publish(&scan, "../evil", &spec, false, None).is_err());
         std::fs::remove_dir_all(&scan).unwrap();
+    }
+
+    /// A slot published for an owner is theirs, directory and files, in a hermes-owned
+    /// scan directory (boot's) or a root-owned one, built in place or staged.
+    #[test]
+    fn published_slots_belong_to_their_owner() {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::boot::testutil::is_root() {
+            return;
+        }
+        let t = crate::boot::testutil::TempDir::new("publish-owner");
+        let spec = ServiceSpec { command: vec!["/bin/true".into()], ..Default::default() };
+        for (scan_owner, tag) in [(10000, "hermes-owned"), (0, "root-owned")] {
+            let scan = t.path().join(tag);
+            std::fs::create_dir(&scan).unwrap();
+            std::os::unix::fs::lchown(&scan, Some(scan_owner), Some(scan_owner)).unwrap();
+            // In place (a free name, as at boot), then replaced (a taken one), either way.
+            for in_place in [true, true, false] {
+                let p = publish_as(&scan, "gateway-x", &spec, true, Some((10000, 10000)), in_place).unwrap();
+                for f in ["", "type", "hermesinit.yaml", "down"] {
+                    let m = std::fs::symlink_metadata(p.join(f)).unwrap();
+                    assert_eq!((m.uid(), m.gid()), (10000, 10000), "{tag} {f}");
+                    assert_eq!(m.mode() & 0o777, if f.is_empty() { 0o755 } else { 0o644 }, "{tag} {f}");
+                }
+                assert_eq!(std::fs::read_dir(&scan).unwrap().count(), 1, "{tag}: no staging left");
+            }
+            let p = publish_before_scan(&scan, "gateway-x", &spec, false, None).unwrap();
+            assert!(!p.join("down").exists(), "{tag}: replaced, not merged");
+        }
+    }
+
+    /// `user:` naming the directory's owner is not worth a warning; any other user or group is.
+    #[test]
+    fn user_naming_the_owner_is_not_reported() {
+        assert!(names_owner("root", 0, 0));
+        assert!(names_owner("54321", 54321, 54321), "an unlisted uid runs with gid = uid");
+        assert!(names_owner("54321:54321", 54321, 54321));
+        assert!(!names_owner("54321:0", 54321, 54321), "another group");
+        assert!(!names_owner("root", 54321, 54321));
+        assert!(!names_owner("54322", 54321, 54321));
+        assert!(!names_owner("no-such-user-hermesinit", 54321, 54321));
     }
 }

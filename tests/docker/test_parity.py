@@ -47,7 +47,9 @@ def test_fresh_volume_is_seeded_and_a_restart_changes_nothing(fleet: Fleet) -> N
     assert "model" in json.loads(cfg)
     assert c.read(CONFIG, user="hermes").startswith(c.read("/opt/hermes/defaults/config.yaml")[:40])
     logs = c.logs()
-    assert "[config-migrate]" in logs, c.logs_tail()
+    # The seeded config.yaml and .env are what the image build proved migrate_config leaves
+    # alone (test_config_migration_is_skipped_only_when_proven below).
+    assert "boot: migrate: skipped: config.yaml and .env seeded from this image's defaults" in logs, c.logs_tail()
     # The 0.19.0 wheel ships no bundled skills directory: nothing to sync (as upstream's boot).
     assert "boot: skills: skipped: this hermes-agent ships no bundled skills directory" in logs
     before = _digest(c, ENV_FILE, CONFIG, f"{HERMES_HOME}/SOUL.md")
@@ -58,6 +60,75 @@ def test_fresh_volume_is_seeded_and_a_restart_changes_nothing(fleet: Fleet) -> N
     logs = c.logs()
     assert logs.count("generated a new API_SERVER_KEY") == 1
     assert "boot: apikey: API_SERVER_KEY is set" in logs
+
+
+def _last_boot(c: Container) -> str:
+    """The log of the container's latest boot."""
+    return "boot: env:" + c.logs().rsplit("boot: env:", 1)[1]
+
+
+MIGRATE_BY_HAND = (
+    "from hermes_cli.config import migrate_config; "
+    "print(migrate_config(interactive=False, quiet=False))"
+)
+
+
+def test_config_migration_is_skipped_only_when_proven(fleet: Fleet) -> None:
+    vol = fleet.volume()
+    c = fleet.run("sleep", "infinity", opts=["-v", f"{vol}:/opt/data"])
+    boot = _last_boot(c)
+    assert ("boot: migrate: skipped: config.yaml and .env seeded from this image's defaults, which "
+            "hermes-agent 0.19.0's migrate_config leaves alone (proven at image build)") in boot, boot
+    assert "[config-migrate]" not in boot, boot
+    # What boot recognised is what the build proved: the default config.yaml, and the default
+    # .env with its empty API_SERVER_KEY= line replaced by the generated key at the end.
+    assert c.read(CONFIG) == c.read("/opt/hermes/defaults/config.yaml")
+    env, default_env = c.read(ENV_FILE), c.read("/opt/hermes/defaults/.env")
+    assert KEY_LINE.fullmatch(env.splitlines()[-1]), env[-200:]
+    assert env[: env.rindex("API_SERVER_KEY=")] == default_env.replace("API_SERVER_KEY=\n", ""), "apikey's form"
+    # ... and it is still a fixed point here: hermes-agent's own migration, run by hand, changes
+    # nothing and reports nothing.
+    before = _digest(c, ENV_FILE, CONFIG)
+    out = c.ok("/opt/hermes/.venv/bin/python", "-c", MIGRATE_BY_HAND, workdir=HERMES_HOME)
+    assert out.strip() == "{'env_added': [], 'config_added': [], 'warnings': []}", out
+    assert _digest(c, ENV_FILE, CONFIG) == before
+    # Nothing hermes may touch holds the memo.
+    assert c.exec("ls", "/var/lib/hermesinit").returncode != 0
+    assert c.ok("stat", "-c", "%U:%G %a", "/var/lib/hermesinit", user="root").strip() == "root:root 700"
+
+    # A restart of untouched files: recognised again, no memo needed.
+    c.restart()
+    boot = _last_boot(c)
+    assert "boot: migrate: skipped: config.yaml and .env still this image's defaults" in boot, boot
+    assert c.exec("test", "-e", "/var/lib/hermesinit/migrate", user="root").returncode != 0
+
+    # An edited config.yaml: the migration runs on the next boot, is remembered (it changed
+    # nothing and said nothing but its summary), and the boot after that skips it.
+    c.sh_ok(f"echo '# edited by hand' >> {CONFIG}")
+    c.restart()
+    boot = _last_boot(c)
+    assert "[config-migrate] config version 33 -> 33" in boot, boot
+    assert re.search(r"boot: migrate: done: .*; remembered \(", boot), boot
+    c.restart()
+    boot = _last_boot(c)
+    assert ("boot: migrate: skipped: config.yaml and .env are as hermes-agent 0.19.0 last migrated them "
+            "(memo in /var/lib/hermesinit)") in boot, boot
+    assert "[config-migrate]" not in boot, boot
+
+    # Any change since, even one that keeps the bytes (a chmod moves ctime), runs it again.
+    c.sh_ok(f"chmod 600 {CONFIG}")
+    c.restart()
+    assert "[config-migrate] config version" in _last_boot(c), c.logs_tail()
+    c.sh_ok(f"printf '# mine\\n' >> {ENV_FILE}")
+    c.restart()
+    assert "[config-migrate] config version" in _last_boot(c), c.logs_tail()
+    c.restart()
+    assert "last migrated them" in _last_boot(c), c.logs_tail()
+
+    # A new container on the same volume has no memo: it migrates, as it must after an upgrade.
+    docker("rm", "-f", c.name)
+    c2 = fleet.run("sleep", "infinity", opts=["-v", f"{vol}:/opt/data"])
+    assert "[config-migrate] config version" in _last_boot(c2), c2.logs_tail()
 
 
 def test_bundled_skills_are_synced_by_hermes_agents_own_code(fleet: Fleet, tmp_path: Path) -> None:
