@@ -30,7 +30,7 @@ COPY Cargo.lock .docker-cache/vendo[r] /src/.vendor/
 
 # crt-static needs an explicit --target so that proc-macros still build as
 # ordinary host dylibs.
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+ENV RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
 
 # Warm the dependency cache with a stand-in crate so that a change to src/
 # only rebuilds hermesinit itself. Best effort: the real build below is the
