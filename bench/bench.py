@@ -1302,7 +1302,7 @@ class Bench:
             add(i, measure, fmt_stats(hi, unit), anchors, f"{ratio:.2f}× {goal_anchor}",
                 goal_text, None if ratio != ratio else ratio <= goal_factor)
 
-        simple(1, "SIGTERM → PID 1 exit", "ms", ["tini", "dumb-init", "catatonit"], "tini", 1.5, "≤ 1.5× tini")
+        simple(1, "SIGTERM → PID 1 exit", "ms", ["tini", "dumb-init", "catatonit"], "tini", 1.0, "≤ 1.0× tini")
         if 2 in R:
             s = R[2]["samples"]
             hi, s6, sd = Stats(s["hermesinit"]), Stats(s["s6"]), Stats(s["supervisord"])
@@ -1313,8 +1313,8 @@ class Bench:
                 f"{r1:.2f}× s6; supervisord {r2:.0f}× slower",
                 "≤ 1.0× s6; ≥ 10× faster than supervisord",
                 None if r1 != r1 or r2 != r2 else (r1 <= 1.0 and r2 >= 10))
-        simple(3, "init start → main program exec", "ms", ["tini", "dumb-init", "catatonit"], "tini", 1.5,
-               "≤ 1.5× tini")
+        simple(3, "init start → main program exec", "ms", ["tini", "dumb-init", "catatonit"], "tini", 1.0,
+               "≤ 1.0× tini")
         if 4 in R:
             if "skipped" in R[4]:
                 add(4, "boot to readiness (full boot)", "—", "upstream shell boot", "—", "≥ 5× faster",
