@@ -175,6 +175,13 @@ pub fn current_uid() -> u32 {
 /// Give an exec'd program a clean slate: no blocked signals, default dispositions.
 /// Async-signal-safe (used between fork and exec).
 pub fn reset_signals() {
+    reset_signals_in(!0);
+}
+
+/// [`reset_signals`] for a caller that knows which dispositions can survive exec: a handler
+/// is reset by exec itself, so only ignored signals need resetting — bit `sig - 1` of
+/// `ignored` set; unblocking is always done.
+pub fn reset_signals_in(ignored: u64) {
     // SAFETY: sigprocmask/signal are async-signal-safe and take valid arguments.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -191,7 +198,7 @@ pub fn reset_signals() {
         }
         let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
         for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP && ignored & (1u64 << (sig - 1)) != 0 {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,

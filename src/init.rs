@@ -110,6 +110,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     // PID 1 holds pipes for every service; children get the container's limit back.
     crate::spawn::raise_nofile();
+    // PID 1 never changes a disposition from here on.
+    crate::spawn::learn_ignored_signals();
     let mask = blocked_signals();
     if let Err(e) = mask.thread_block() {
         error!("fatal: stopping the container: cannot block signals: {e}");
@@ -171,6 +173,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return if f.code == 0 { 1 } else { f.code };
     }
     // Boot may have changed the user's ids: resolve again.
+    crate::users::forget();
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     if let Some(s) = server.as_mut() {
         s.allow(hermes.as_ref().map(|h| h.uid), &cfg.user);

@@ -32,6 +32,26 @@ pub enum Exec {
     Fd { fd: OwnedFd, name: CString, script: bool, dev: (u32, u32), ino: u64 },
 }
 
+/// The signals this process ignores (bit `sig - 1`), once [`learn_ignored_signals`] has read
+/// them; until then a child resets every disposition.
+static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// For a process whose dispositions no longer change (PID 1, once running): read which signals
+/// it ignores (`SigIgn` in /proc/self/status), so that each child resets just those, not all
+/// 62 (an ignored signal stays ignored across exec; a handled one does not).
+pub fn learn_ignored_signals() {
+    use std::io::Read;
+    // One read: procfs reports a size of 0, so read_to_string would grow its buffer read by read.
+    let mut buf = [0u8; 4096];
+    let Ok(n) = std::fs::File::open("/proc/self/status").and_then(|mut f| f.read(&mut buf)) else { return };
+    let status = String::from_utf8_lossy(&buf[..n]);
+    let mask =
+        status.lines().find_map(|l| l.strip_prefix("SigIgn:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    if let Some(mask) = mask {
+        let _ = IGNORED.set(mask);
+    }
+}
+
 /// The soft limit on open files the container gave us: PID 1 raises its own (it holds pipes
 /// for every service), and every child gets the original back.
 static CHILD_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
@@ -219,7 +239,7 @@ impl Command {
                     return (5, code);
                 }
             }
-            creds::reset_signals();
+            creds::reset_signals_in(IGNORED.get().copied().unwrap_or(!0));
             match &self.exec {
                 Some(Exec::Fd { fd, script: false, .. }) => {
                     libc::syscall(
@@ -343,6 +363,17 @@ mod tests {
         cmd.env([("CODE", "7")]);
         let pid = cmd.spawn().unwrap();
         assert_eq!(exit_of(pid), 7);
+    }
+
+    /// Only ignored dispositions survive exec: knowing which, the child resets just those.
+    #[test]
+    fn a_child_ignores_nothing_its_parent_ignored() {
+        // SAFETY: setting a disposition of this test process.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        learn_ignored_signals();
+        assert_ne!(IGNORED.get().copied().unwrap_or(0) & (1 << (libc::SIGUSR2 - 1)), 0);
+        let pid = Command::new(&["/bin/grep", "-qE", "^SigIgn:\\s+0+$", "/proc/self/status"]).spawn().unwrap();
+        assert_eq!(exit_of(pid), 0, "the child still ignores a signal");
     }
 
     /// The child shares PID 1's memory: its identity switch must change only itself, never a
