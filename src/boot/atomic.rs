@@ -7,58 +7,46 @@
 
 use crate::fsx;
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 pub fn write_at(dir: BorrowedFd, name: &CStr, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
-    replace(dir, name, data, mode, owner, true)
-}
-
-/// [`write_at`] without the fsync, for a file whose loss or tearing in a crash is harmless
-/// because it is only ever compared byte for byte (the migration memo).
-pub fn write_at_nosync(
-    dir: BorrowedFd,
-    name: &CStr,
-    data: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> io::Result<()> {
-    replace(dir, name, data, mode, owner, false)
-}
-
-fn replace(
-    dir: BorrowedFd,
-    name: &CStr,
-    data: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-    sync: bool,
-) -> io::Result<()> {
-    let mut tmp = b".".to_vec();
-    tmp.extend_from_slice(name.to_bytes());
-    tmp.extend_from_slice(b".hermesinit-tmp");
-    let tmp = CString::new(tmp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // A stale temporary of an interrupted boot (or anything planted there) goes first.
-    match fsx::unlink_at(dir, &tmp) {
-        Err(e) if !fsx::is_missing(&e) => return Err(e),
-        _ => {}
-    }
-    let r = (|| {
-        let mut f = fsx::create_excl_at(dir, &tmp, mode & 0o600)?;
-        if let Some((u, g)) = owner {
-            fsx::fchown(f.as_fd(), u, g)?;
-        }
-        fsx::fchmod(f.as_fd(), mode)?;
-        f.write_all(data)?;
-        if sync {
-            f.sync_all()?;
-        }
-        fsx::rename_at(dir, &tmp, name)
-    })();
+    let (tmp, mut f) = temporary(dir, name, mode, owner)?;
+    let r = f.write_all(data).and_then(|()| f.sync_all()).and_then(|()| fsx::rename_at(dir, &tmp, name));
     if r.is_err() {
         let _ = fsx::unlink_at(dir, &tmp);
     }
     r
+}
+
+/// The new, empty temporary for `name` (`.<name>.hermesinit-tmp`) with its owner and `mode`
+/// set on the descriptor; a stale one of an interrupted boot (or anything planted there) goes
+/// first. The caller fills it, fsyncs it and renames it, or unlinks it.
+pub fn temporary(dir: BorrowedFd, name: &CStr, mode: u32, owner: Option<(u32, u32)>) -> io::Result<(CString, File)> {
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name.to_bytes());
+    tmp.extend_from_slice(b".hermesinit-tmp");
+    let tmp = CString::new(tmp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match fsx::unlink_at(dir, &tmp) {
+        Err(e) if !fsx::is_missing(&e) => return Err(e),
+        _ => {}
+    }
+    let f = (|| {
+        let f = fsx::create_excl_at(dir, &tmp, mode & 0o600)?;
+        if let Some((u, g)) = owner {
+            fsx::fchown(f.as_fd(), u, g)?;
+        }
+        fsx::fchmod(f.as_fd(), mode)?;
+        Ok(f)
+    })();
+    match f {
+        Ok(f) => Ok((tmp, f)),
+        Err(e) => {
+            let _ = fsx::unlink_at(dir, &tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

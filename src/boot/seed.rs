@@ -238,25 +238,10 @@ fn seed_defaults(
 /// `Ok(false)`: something appeared there.
 fn copy_new(dir: BorrowedFd, name: &CStr, src: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<bool> {
     let mut from = std::fs::File::open(src)?;
-    let mut tmp = b".".to_vec();
-    tmp.extend_from_slice(name.to_bytes());
-    tmp.extend_from_slice(b".hermesinit-tmp");
-    let tmp = std::ffi::CString::new(tmp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // A temporary left by an interrupted boot (or anything planted there) goes first.
-    match fsx::unlink_at(dir, &tmp) {
-        Err(e) if !fsx::is_missing(&e) => return Err(e),
-        _ => {}
-    }
-    let r = (|| {
-        let mut to = fsx::create_excl_at(dir, &tmp, mode)?;
-        if let Some((u, g)) = owner {
-            fsx::fchown(to.as_fd(), u, g)?;
-        }
-        fsx::fchmod(to.as_fd(), mode)?;
-        io::copy(&mut from, &mut to)?;
-        to.sync_all()?;
-        fsx::rename_noreplace_at(dir, &tmp, name)
-    })();
+    let (tmp, mut to) = super::atomic::temporary(dir, name, mode, owner)?;
+    let r = io::copy(&mut from, &mut to)
+        .and_then(|_| to.sync_all())
+        .and_then(|()| fsx::rename_noreplace_at(dir, &tmp, name));
     if !matches!(r, Ok(true)) {
         let _ = fsx::unlink_at(dir, &tmp);
     }
