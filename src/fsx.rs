@@ -103,6 +103,30 @@ impl Stat {
     }
 }
 
+/// What identifies one state of a file: any write, chmod, chown, rename or replacement moves
+/// at least one of these (ctime is set by the kernel, never by a caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident {
+    dev: (u32, u32),
+    ino: u64,
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+}
+
+impl From<&Stat> for Ident {
+    fn from(st: &Stat) -> Ident {
+        Ident { dev: st.dev, ino: st.ino, size: st.size, mtime: st.mtime, ctime: st.ctime }
+    }
+}
+
+impl std::fmt::Display for Ident {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let Ident { dev: (ma, mi), ino, size, mtime: (ms, mn), ctime: (cs, cn) } = self;
+        write!(f, "dev={ma}:{mi} ino={ino} size={size} mtime={ms}.{mn:09} ctime={cs}.{cn:09}")
+    }
+}
+
 /// nix has no `statx`, and only statx reports the mount id (other mounts are never entered).
 fn statx_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
     // SAFETY: an all-zero statx is a valid value of this plain C struct.
@@ -141,6 +165,12 @@ pub fn lstat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
 
 pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+/// `stat` of a path of the image that only root writes (`/etc/passwd`), a symlink followed as
+/// any reader of it would.
+pub fn stat_path(p: &Path) -> io::Result<Stat> {
+    statx_raw(libc::AT_FDCWD, &cpath(p)?, 0)
 }
 
 fn open_raw(dir: libc::c_int, name: &CStr, flags: libc::c_int, m: libc::mode_t) -> io::Result<OwnedFd> {
@@ -222,6 +252,14 @@ pub fn read_trusted(dir: &Path, name: &CStr, max: u64) -> io::Result<Vec<u8>> {
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file only root may write"));
     }
     read_capped(f, &st, max)
+}
+
+/// [`read_trusted`] of the file `path` names.
+pub fn read_trusted_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => read_trusted(dir, &cname(name)?, max),
+        _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
 }
 
 fn too_large(max: u64) -> io::Error {

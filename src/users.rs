@@ -40,8 +40,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-type Stamp = (u64, u64, u64, i64, i64, i64, i64);
-static CACHE: std::sync::Mutex<Vec<(std::path::PathBuf, Stamp, String)>> = std::sync::Mutex::new(Vec::new());
+static CACHE: std::sync::Mutex<Vec<(std::path::PathBuf, crate::fsx::Ident, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Read the files again at the next lookup, whatever their times say: boot's remap and hooks
 /// may have rewritten them within one tick of the clock file times are kept with.
@@ -53,10 +53,8 @@ pub fn forget() {
 /// size and times have not changed since the last read (and no [`forget`] since) is not read
 /// again.
 fn read(path: &Path) -> Result<String, Error> {
-    use std::os::unix::fs::MetadataExt;
     let io = |e| Error::Io(path.to_path_buf(), e);
-    let m = std::fs::metadata(path).map_err(io)?;
-    let stamp = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+    let stamp = crate::fsx::Ident::from(&crate::fsx::stat_path(path).map_err(io)?);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, _, text)) = cache.iter().find(|(p, s, _)| p == path && *s == stamp) {
         return Ok(text.clone());

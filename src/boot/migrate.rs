@@ -31,7 +31,7 @@
 //! as upstream's boot does for a config that is already at the latest version.
 
 use super::apikey;
-use crate::fsx::{self, Stat};
+use crate::fsx::{self, Ident};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -91,11 +91,7 @@ impl Proof {
     /// installed (not checked again: a lookup that deep into the image costs milliseconds on
     /// fuse-overlayfs); an image that changes the venv re-runs `image-stamp.py`, or drops it.
     pub fn load(path: &Path) -> Result<Proof, String> {
-        let (dir, name) = match (path.parent(), path.file_name()) {
-            (Some(d), Some(n)) => (d, fsx::cname(n).map_err(|e| e.to_string())?),
-            _ => return Err(format!("{}: not a file path", path.display())),
-        };
-        let text = fsx::read_trusted(dir, &name, MAX_SMALL).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = fsx::read_trusted_file(path, MAX_SMALL).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         let bad = || format!("{}: not a proof this hermesinit reads", path.display());
         let mut lines = text.lines();
@@ -115,30 +111,6 @@ impl Proof {
             return Err(bad());
         }
         Ok(Proof { version, config, env_body })
-    }
-}
-
-/// What identifies one state of a file: any write, chmod, chown, rename or replacement moves
-/// at least one of these (ctime is set by the kernel, never by a caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ident {
-    dev: (u32, u32),
-    ino: u64,
-    size: u64,
-    mtime: (i64, u32),
-    ctime: (i64, u32),
-}
-
-impl From<&Stat> for Ident {
-    fn from(st: &Stat) -> Ident {
-        Ident { dev: st.dev, ino: st.ino, size: st.size, mtime: st.mtime, ctime: st.ctime }
-    }
-}
-
-impl std::fmt::Display for Ident {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let Ident { dev: (ma, mi), ino, size, mtime: (ms, mn), ctime: (cs, cn) } = self;
-        write!(f, "dev={ma}:{mi} ino={ino} size={size} mtime={ms}.{mn:09} ctime={cs}.{cn:09}")
     }
 }
 
@@ -198,19 +170,21 @@ pub fn memo_matches(dir: &Path, expected: &[u8]) -> Result<bool, String> {
 
 /// Record `text` as the memo: the directory made (root, 0700) when missing and refused unless
 /// it is root's and writable by nobody else; the file replaced atomically, no symlink followed.
-/// Not fsynced: a memo lost or torn in a crash only matches nothing, and the next boot migrates.
 pub fn write_memo(dir: &Path, text: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let parent = fsx::open_dir_path(parent)?;
+    let name = fsx::cname(name)?;
+    match fsx::mkdir_at(parent.as_fd(), &name, 0o700) {
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
         _ => {}
     }
-    let d = fsx::open_dir_path(dir)?;
-    let st = fsx::fstat(d.as_fd())?;
-    if !st.is_dir() || st.uid != 0 || st.mode & 0o022 != 0 {
+    let d = fsx::open_dir_at(parent.as_fd(), &name)?;
+    if !fsx::trusted(&fsx::fstat(d.as_fd())?) {
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is not root's alone", dir.display())));
     }
-    super::atomic::write_at_nosync(d.as_fd(), MEMO, text, 0o600, None)
+    super::atomic::write_at(d.as_fd(), MEMO, text, 0o600, None)
 }
 
 /// Are `config.yaml` and `.env` in `home` exactly what the build proved: `config.yaml` the

@@ -36,10 +36,7 @@ pub fn bundled_dir(
     if let Some(d) = override_dir.map(str::trim).filter(|d| !d.is_empty()) {
         return Some(d.into()).filter(|p: &std::path::PathBuf| p.is_dir());
     }
-    let stamped = match (stamp.parent(), stamp.file_name().map(crate::fsx::cname)) {
-        (Some(dir), Some(Ok(name))) => crate::fsx::read_trusted(dir, &name, 4096).ok(),
-        _ => None,
-    };
+    let stamped = crate::fsx::read_trusted_file(stamp, 4096).ok();
     match stamped.as_deref().map(|t| t.strip_suffix(b"\n").unwrap_or(t)) {
         Some(b"none") => return None,
         Some(p) if p.starts_with(b"/") && !p.contains(&b'\n') => {
