@@ -719,13 +719,7 @@ impl Boot<'_> {
         let what = format!("publishing the dashboard slot in {}", self.config.scan_dir.display());
         let r = soft(
             what,
-            crate::supervisor::servicedir::publish_before_scan(
-                &self.config.scan_dir,
-                "dashboard",
-                &spec,
-                !on,
-                self.owner(),
-            ),
+            crate::supervisor::servicedir::publish(&self.config.scan_dir, "dashboard", &spec, !on, self.owner()),
         )?;
         Ok(match (r, on) {
             (None, _) => "not registered".into(),

@@ -236,7 +236,7 @@ impl Reconciler<'_> {
         let name = format!("gateway-{profile}");
         let published = soft(
             format_args!("publishing {name} in {}", self.scan_dir.display()),
-            servicedir::publish_before_scan(self.scan_dir, &name, &spec, action != Action::Started, self.owner),
+            servicedir::publish(self.scan_dir, &name, &spec, action != Action::Started, self.owner),
         )?;
         if published.is_none() {
             return Ok(Slot { profile: profile.into(), prior_state: prior, action: Action::Skipped });

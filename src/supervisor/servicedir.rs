@@ -136,41 +136,19 @@ impl ServiceDir {
     }
 }
 
-/// Publish a native service directory: written under `.<name>.tmp`, then renamed into place,
-/// replacing an older one. `owner` gets the directory (so the hermes user may remove it, as
-/// Hermes' `profile delete` does).
+/// Publish a native service directory, for boot: before the supervisor reads the scan directory
+/// (and before any service or the main program could), so a free name is built in place — a
+/// stat, a second stat and a rename fewer than staging, each a round trip to the daemon on
+/// fuse-overlayfs. A taken name is replaced: the new directory is built under `.<name>.tmp`
+/// and renamed over it. `owner` gets the directory (so the hermes user may remove it, as
+/// Hermes' `profile delete` does). Never while a supervisor scans: it could read a slot
+/// half-built.
 pub fn publish(
     scan_dir: &Path,
     name: &str,
     spec: &ServiceSpec,
     down: bool,
     owner: Option<(u32, u32)>,
-) -> std::io::Result<PathBuf> {
-    publish_as(scan_dir, name, spec, down, owner, false)
-}
-
-/// [`publish`] for boot, which runs before the supervisor reads the scan directory (and before
-/// any service or the main program could): a name that is free is built in place — a stat,
-/// a second stat and a rename fewer, each a round trip to the daemon on fuse-overlayfs. A
-/// name that is taken is replaced as [`publish`] does. Never while a supervisor scans: it
-/// could read the slot half-built.
-pub fn publish_before_scan(
-    scan_dir: &Path,
-    name: &str,
-    spec: &ServiceSpec,
-    down: bool,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<PathBuf> {
-    publish_as(scan_dir, name, spec, down, owner, true)
-}
-
-fn publish_as(
-    scan_dir: &Path,
-    name: &str,
-    spec: &ServiceSpec,
-    down: bool,
-    owner: Option<(u32, u32)>,
-    in_place: bool,
 ) -> std::io::Result<PathBuf> {
     if !config::valid_service_name(name) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid service name '{name}'")));
@@ -186,18 +164,16 @@ fn publish_as(
         files.push((c"down", b""));
     }
     files.extend([(c"type", &b"longrun\n"[..]), (c"hermesinit.yaml", yaml.as_bytes())]);
-    if in_place {
-        match fsx::mkdir_at(scan.as_fd(), &live, 0o755) {
-            Ok(()) => {
-                let r = fill(scan.as_fd(), &live, &files, owner);
-                if r.is_err() {
-                    let _ = std::fs::remove_dir_all(scan_dir.join(name));
-                }
-                return r.map(|()| scan_dir.join(name));
+    match fsx::mkdir_at(scan.as_fd(), &live, 0o755) {
+        Ok(()) => {
+            let r = fill(scan.as_fd(), &live, &files, owner);
+            if r.is_err() {
+                let _ = std::fs::remove_dir_all(scan_dir.join(name));
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
+            return r.map(|()| scan_dir.join(name));
         }
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
     }
     let tmp_name = format!(".{name}.tmp");
     let tmp = fsx::cname(OsStr::new(&tmp_name))?;
@@ -290,7 +266,7 @@ mod tests {
     }
 
     /// A slot published for an owner is theirs, directory and files, in a hermes-owned
-    /// scan directory (boot's) or a root-owned one, built in place or staged.
+    /// scan directory (boot's) or a root-owned one, built in place or replacing one.
     #[test]
     fn published_slots_belong_to_their_owner() {
         use std::os::unix::fs::MetadataExt;
@@ -304,8 +280,8 @@ mod tests {
             std::fs::create_dir(&scan).unwrap();
             std::os::unix::fs::lchown(&scan, Some(scan_owner), Some(scan_owner)).unwrap();
             // In place (a free name, as at boot), then replaced (a taken one), either way.
-            for in_place in [true, true, false] {
-                let p = publish_as(&scan, "gateway-x", &spec, true, Some((10000, 10000)), in_place).unwrap();
+            for _ in 0..2 {
+                let p = publish(&scan, "gateway-x", &spec, true, Some((10000, 10000))).unwrap();
                 for f in ["", "type", "hermesinit.yaml", "down"] {
                     let m = std::fs::symlink_metadata(p.join(f)).unwrap();
                     assert_eq!((m.uid(), m.gid()), (10000, 10000), "{tag} {f}");
@@ -313,7 +289,7 @@ mod tests {
                 }
                 assert_eq!(std::fs::read_dir(&scan).unwrap().count(), 1, "{tag}: no staging left");
             }
-            let p = publish_before_scan(&scan, "gateway-x", &spec, false, None).unwrap();
+            let p = publish(&scan, "gateway-x", &spec, false, None).unwrap();
             assert!(!p.join("down").exists(), "{tag}: replaced, not merged");
         }
     }
