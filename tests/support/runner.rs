@@ -15,13 +15,22 @@ pub struct Out {
     pub elapsed: Duration,
 }
 
-/// A command still running; `wait` collects it.
+/// A command still running; `wait` collects it. Dropped uncollected (a test that panicked
+/// first), its whole process group is killed: no namespace outlives its test.
 pub struct Running {
     child: std::process::Child,
     t0: Instant,
-    ho: std::thread::JoinHandle<String>,
-    he: std::thread::JoinHandle<String>,
+    ho: Option<std::thread::JoinHandle<String>>,
+    he: Option<std::thread::JoinHandle<String>>,
     desc: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
 }
 
 fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
@@ -40,7 +49,7 @@ pub fn start(mut cmd: Command) -> Running {
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let ho = reader(child.stdout.take().unwrap());
     let he = reader(child.stderr.take().unwrap());
-    Running { child, t0, ho, he, desc: format!("{cmd:?}") }
+    Running { child, t0, ho: Some(ho), he: Some(he), desc: format!("{cmd:?}") }
 }
 
 /// Run a command with a hard timeout (the whole process group is killed at the deadline).
@@ -79,16 +88,28 @@ impl Running {
                 break st.code().unwrap_or(-1);
             }
             if self.t0.elapsed() > timeout {
-                // SAFETY: signalling our own child's process group.
-                unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-                let _ = self.child.wait();
-                let out = self.ho.join().unwrap_or_default();
-                let err = self.he.join().unwrap_or_default();
+                self.kill();
+                let (out, err) = self.output();
                 panic!("hang guard: still running after {timeout:?}: {}\nstdout:\n{out}\nstderr:\n{err}", self.desc);
             }
             std::thread::sleep(Duration::from_millis(2));
         };
         let elapsed = self.t0.elapsed();
-        Out { code, stdout: self.ho.join().unwrap(), stderr: self.he.join().unwrap(), elapsed }
+        let (stdout, stderr) = self.output();
+        Out { code, stdout, stderr, elapsed }
+    }
+
+    /// Kill the whole process group and reap the leader.
+    fn kill(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// What the command printed (its pipes are at EOF once the group is gone).
+    fn output(&mut self) -> (String, String) {
+        let take =
+            |h: &mut Option<std::thread::JoinHandle<String>>| h.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        (take(&mut self.ho), take(&mut self.he))
     }
 }
