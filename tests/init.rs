@@ -134,6 +134,7 @@ fn c_init_3_term_ignoring_program_is_killed_after_the_grace() {
     run.signal("hermesinit", libc::SIGTERM);
     let out = run.wait(secs(20));
     assert_eq!(out.code, 137, "{}", out.stderr);
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300), "killed before the grace: {:?}", t.elapsed());
     assert!(t.elapsed() < secs(3), "took {:?}", t.elapsed());
 }
 
