@@ -363,9 +363,10 @@ mod tests {
         let dir = t.path().join("container_environment");
         let gid = is_root().then_some(10000);
         write(&dir, &[os("SAME", "v"), os("CHANGED", "old value"), os("GONE", "x"), os("MODE", "m")], gid).unwrap();
-        let ino = |n: &str| std::fs::symlink_metadata(dir.join(n)).unwrap().ino();
-        let (same, changed) = (ino("SAME"), ino("CHANGED"));
         std::fs::set_permissions(dir.join("MODE"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        // Held open across the rewrite: an inode number alone could be reused by a new file.
+        let held: Vec<(&str, std::fs::File)> =
+            ["SAME", "CHANGED", "MODE"].into_iter().map(|n| (n, std::fs::File::open(dir.join(n)).unwrap())).collect();
         // What a hook (root) may leave: a symlink, a hard link, a directory under a variable's name.
         std::fs::write(t.path().join("target"), "keep").unwrap();
         std::os::unix::fs::symlink(t.path().join("target"), dir.join("LINKED")).unwrap();
@@ -392,7 +393,13 @@ mod tests {
                 os("SAME", "v")
             ]
         );
-        assert_eq!((ino("SAME"), ino("CHANGED")), (same, changed), "kept, rewritten in place");
+        for (n, f) in &held {
+            let (m, now) = (f.metadata().unwrap(), std::fs::symlink_metadata(dir.join(n)).unwrap());
+            assert!(m.nlink() == 1 && (m.dev(), m.ino()) == (now.dev(), now.ino()), "{n}: kept, rewritten in place");
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut &*f, &mut value).unwrap();
+            assert_eq!(value, std::fs::read_to_string(dir.join(n)).unwrap(), "{n}: the kept file holds the new value");
+        }
         assert_eq!(std::fs::read_to_string(t.path().join("target")).unwrap(), "keep", "never written through a link");
         for n in ["SAME", "CHANGED", "MODE", "LINKED", "HARD", "ADIR"] {
             let m = std::fs::symlink_metadata(dir.join(n)).unwrap();
