@@ -438,8 +438,16 @@ pub mod server {
                 let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
             }
             let _ = std::fs::remove_file(path);
-            let listener = UnixListener::bind(path)?;
-            listener.set_nonblocking(true)?;
+            use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+            let fd = nix::sys::socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )?;
+            nix::sys::socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+            nix::sys::socket::listen(&fd, Backlog::MAXCONN)?;
+            let listener = UnixListener::from(fd);
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
             Ok(Server {
                 listener,

@@ -325,12 +325,12 @@ impl Sink {
         let fd = match reopened {
             Some(f) => Some(OwnedFd::from(f)),
             // Sockets, regular files (and a missing /proc): a dup; sockets get MSG_DONTWAIT.
-            // SAFETY: dup returned a fresh descriptor that nothing else owns.
-            None => nix::unistd::dup(which).ok().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+            // SAFETY: fcntl on a descriptor number; a fresh one comes back that nothing else owns.
+            None => match unsafe { libc::fcntl(which, libc::F_DUPFD_CLOEXEC, 3) } {
+                fd if fd >= 0 => Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+                _ => None,
+            },
         };
-        if let Some(fd) = &fd {
-            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-        }
         Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0, last_progress: std::time::Instant::now() }
     }
 

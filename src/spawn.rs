@@ -61,6 +61,10 @@ pub fn raise_nofile() -> u64 {
     let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
+    if soft == hard {
+        // Nothing to raise, so nothing for a child to restore.
+        return hard;
+    }
     let _ = CHILD_NOFILE.set(libc::rlimit { rlim_cur: soft, rlim_max: hard });
     if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         hard
