@@ -43,8 +43,8 @@ impl std::error::Error for Error {}
 static CACHE: std::sync::Mutex<Vec<(std::path::PathBuf, crate::fsx::Ident, String)>> =
     std::sync::Mutex::new(Vec::new());
 
-/// Read the files again at the next lookup, whatever their times say: boot's remap and hooks
-/// may have rewritten them within one tick of the clock file times are kept with.
+/// Read the files again at the next lookup, whatever their times say: boot's remap, groups and
+/// hooks steps may have rewritten them within one tick of the clock file times are kept with.
 pub fn forget() {
     CACHE.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
@@ -52,7 +52,7 @@ pub fn forget() {
 /// The file's text. PID 1 looks users up several times while it starts: a file whose identity,
 /// size and times have not changed since the last read (and no [`forget`] since) is not read
 /// again.
-fn read(path: &Path) -> Result<String, Error> {
+pub fn read(path: &Path) -> Result<String, Error> {
     let io = |e| Error::Io(path.to_path_buf(), e);
     let stamp = crate::fsx::Ident::from(&crate::fsx::stat_path(path).map_err(io)?);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());

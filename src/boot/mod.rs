@@ -299,6 +299,9 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
             Step::BootLog => b.step_bootlog(),
         };
         let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if matches!(step, Step::Remap | Step::Groups | Step::Hooks) {
+            crate::users::forget();
+        }
         match r {
             Ok(summary) => info!("boot: {}: {summary} ({ms:.1} ms)", step.name()),
             // Init logs `fatal: stopping the container: <reason>`; nothing more to say here.
@@ -341,8 +344,8 @@ pub(crate) struct Hermes {
 
 impl Hermes {
     fn lookup(passwd: &Path, user: &str) -> Result<Hermes, String> {
-        let text = std::fs::read(passwd).map_err(|e| format!("cannot read {}: {e}", passwd.display()))?;
-        let u = remap::entries(&text, true)
+        let text = crate::users::read(passwd).map_err(|e| e.to_string())?;
+        let u = remap::entries(text.as_bytes(), true)
             .into_iter()
             .find(|u| u.name == user)
             .ok_or_else(|| format!("no user '{user}' in {}", passwd.display()))?;
