@@ -88,7 +88,15 @@ fn blocked_signals() -> SigSet {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
+    // First of all: from here on no signal can stop PID 1 (SIGPIPE included: a write to a
+    // closed stderr fails instead); they are read from the signalfd once the loop runs.
+    let mask = blocked_signals();
+    let blocked = mask.thread_block();
     crate::logs::init_tracing();
+    if let Err(e) = blocked {
+        error!("fatal: stopping the container: cannot block signals: {e}");
+        return 1;
+    }
     // Decisions (routing, boot's legacy check) read the arguments as text; the main program
     // gets them byte for byte.
     let raw_args: Vec<Vec<u8>> = args.into_iter().map(OsStringExt::into_vec).collect();
@@ -112,11 +120,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     crate::spawn::raise_nofile();
     // PID 1 never changes a disposition from here on.
     crate::spawn::learn_ignored_signals();
-    let mask = blocked_signals();
-    if let Err(e) = mask.thread_block() {
-        error!("fatal: stopping the container: cannot block signals: {e}");
-        return 1;
-    }
     let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => {
@@ -172,8 +175,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         error!("fatal: stopping the container: {}", f.reason);
         return if f.code == 0 { 1 } else { f.code };
     }
-    // Boot may have changed the user's ids: resolve again.
-    crate::users::forget();
+    // Boot may have changed the user's ids: resolve again (boot forgets the cached files when
+    // a step that can rewrite them ran).
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     if let Some(s) = server.as_mut() {
         s.allow(hermes.as_ref().map(|h| h.uid), &cfg.user);
@@ -214,7 +217,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     info!("ready in {} ms", t0.elapsed().as_millis());
     init.start_sweep();
     unmap_boot_text();
-    init.run()
+    let code = init.run();
+    // Nothing is left to close or free by hand: the kernel does it as the process ends.
+    std::process::exit(code)
 }
 
 /// PID 1 lives as long as the container, but most of its (static) text ran once, at boot.
@@ -296,16 +301,20 @@ fn spawn_main(
     // C-INIT-5: own process group, in the terminal's foreground when there is one.
     let tty = nix::unistd::isatty(0).unwrap_or(false).then_some(0);
     cmd.group = spawn::Group::Own { tty };
-    info!("starting the main program: {}", argv.join(" "));
-    cmd.spawn().map_err(|e| {
+    let pid = cmd.spawn().map_err(|e| {
         let code = if e.errno == nix::Error::ENOENT { 127 } else { 126 };
         (code, format!("cannot start the main program {program}: {e}"))
-    })
+    })?;
+    // Said once it runs: the line is not on the way to its exec.
+    info!("started the main program (pid {pid}): {}", argv.join(" "));
+    Ok(pid)
 }
 
-/// The real-time signal dnotify raises for scan-directory changes.
+/// The real-time signal dnotify raises for scan-directory changes. Asked of the C library once
+/// (a call into a page PID 1 has otherwise dropped, on the way to forwarding a SIGTERM).
 fn dnotify_sig() -> i32 {
-    libc::SIGRTMIN() + 2
+    static SIG: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *SIG.get_or_init(|| libc::SIGRTMIN() + 2)
 }
 
 /// Watch the scan directory for entries created, deleted or renamed (C-SVC-7). dnotify rather
@@ -314,8 +323,15 @@ fn dnotify_sig() -> i32 {
 /// and cost nothing to drop.
 fn watch(dir: &std::path::Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::create_dir_all(dir);
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir).ok()?;
+    let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir);
+    let f = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::create_dir_all(dir);
+            open().ok()?
+        }
+        Err(_) => return None,
+    };
     let fd = f.as_raw_fd();
     // <fcntl.h> values the libc crate does not export (stable Linux ABI).
     const F_SETSIG: i32 = 10;
@@ -473,31 +489,48 @@ impl Init {
     }
 
     fn signals(&mut self, now: Instant) {
-        while let Ok(Some(info)) = self.sfd.read_signal() {
-            let signo = info.ssi_signo as i32;
-            // The scan directory changed (or the RT queue overflowed into SIGIO): rescan.
-            if signo == dnotify_sig() || signo == libc::SIGIO {
-                self.schedule_rescan(now);
-                continue;
+        // SAFETY: signalfd_siginfo is plain integers; all zeroes is a valid value.
+        let mut infos: [libc::signalfd_siginfo; 16] = unsafe { std::mem::zeroed() };
+        loop {
+            // Every pending signal in one read; a short read means none is left (no second
+            // read just to hear EAGAIN).
+            // SAFETY: read(2) into a buffer of exactly that many bytes.
+            let n = unsafe { libc::read(self.sfd.as_raw_fd(), infos.as_mut_ptr().cast(), size_of_val(&infos)) };
+            let Ok(n) = usize::try_from(n) else { return };
+            let count = n / size_of::<libc::signalfd_siginfo>();
+            for info in &infos[..count] {
+                self.signal(info.ssi_signo as i32, now);
             }
-            let Ok(sig) = Signal::try_from(signo) else { continue };
-            match sig {
-                Signal::SIGCHLD | Signal::SIGPIPE => {}
-                Signal::SIGTERM if !self.shutdown.stopping() => {
-                    info!("SIGTERM: stopping the container");
+            if count < infos.len() {
+                return;
+            }
+        }
+    }
+
+    fn signal(&mut self, signo: i32, now: Instant) {
+        // The scan directory changed (or the RT queue overflowed into SIGIO): rescan.
+        if signo == dnotify_sig() || signo == libc::SIGIO {
+            self.schedule_rescan(now);
+            return;
+        }
+        let Ok(sig) = Signal::try_from(signo) else { return };
+        match sig {
+            Signal::SIGCHLD | Signal::SIGPIPE => {}
+            Signal::SIGTERM if !self.shutdown.stopping() => {
+                // The signals go out first, the log line after.
+                self.stop(StopEvent::Stop, now);
+                info!("SIGTERM: stopping the container");
+            }
+            s if FORWARD.contains(&s) => match self.main_pid {
+                Some(pid) => {
+                    let _ = nix::sys::signal::killpg(pid, s);
+                }
+                None if s == Signal::SIGINT => {
                     self.stop(StopEvent::Stop, now);
                 }
-                s if FORWARD.contains(&s) => match self.main_pid {
-                    Some(pid) => {
-                        let _ = nix::sys::signal::killpg(pid, s);
-                    }
-                    None if s == Signal::SIGINT => {
-                        self.stop(StopEvent::Stop, now);
-                    }
-                    None => {}
-                },
-                _ => {}
-            }
+                None => {}
+            },
+            _ => {}
         }
     }
 

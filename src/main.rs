@@ -1,8 +1,18 @@
 //! Busybox-style dispatch: the role comes from argv[0], or from the first argument when the
 //! binary is called as `hermesinit`.
+//!
+//! `no_main`: glibc calls [`main`] directly, without std's runtime set-up. That set-up costs
+//! PID 1 about twenty syscalls before the main program can start (a read of /proc/self/maps
+//! for the main thread's stack bounds, an alternate signal stack, SIGSEGV/SIGBUS handlers,
+//! SIGPIPE ignored). What of it matters is done here: descriptors 0–2 are made valid, and
+//! `process::exit` still flushes stdout. SIGPIPE keeps the disposition the process was started
+//! with, as in a C program: a child no longer inherits an ignore std set, PID 1 blocks it, and
+//! s6-log ignores it itself. A stack overflow is a plain SIGSEGV, without std's message.
+#![no_main]
 
 use hermesinit::{init, logs, routing, s6, shim, svc};
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 const HELP: &str = "hermesinit — PID 1 for the Hermes Agent container
@@ -22,28 +32,64 @@ roles:
 /// Exit code for an unknown role or bad top-level usage (EX_USAGE).
 const USAGE: i32 = 64;
 
-fn main() {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
+/// The C entry point (see the module comment).
+///
+/// # Safety
+/// Called by the C runtime with `argc` valid NUL-terminated strings in `argv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    valid_std_fds();
+    let count = usize::try_from(argc).unwrap_or(0);
+    // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+    let args: Vec<OsString> = (0..count)
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) })
+        .map(|a| OsString::from_vec(a.to_bytes().to_vec()))
+        .collect();
+    std::process::exit(run(args))
+}
+
+/// A closed 0, 1 or 2 would be handed to the next file opened (a control connection, a log
+/// file) and from there to a child as its stdin or stdout: point each closed one at /dev/null,
+/// as std's runtime did. One poll(2) tells which are closed.
+fn valid_std_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: a valid array of pollfd; a zero timeout.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } <= 0 {
+        return;
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: open(2) on a literal path; the lowest free descriptor is the closed one.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd != p.fd && fd >= 0 {
+            // SAFETY: closing what we just opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn run(mut args: Vec<OsString>) -> i32 {
     let argv0 = args.first().cloned().unwrap_or_default();
     let mut name = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    args.remove(0);
+    if !args.is_empty() {
+        args.remove(0);
+    }
     if name == "hermesinit" {
         let Some(first) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
             eprint!("{HELP}");
-            std::process::exit(USAGE);
+            return USAGE;
         };
         if first == "--help" || first == "-h" || first == "help" {
             print!("{HELP}");
-            std::process::exit(0);
+            return 0;
         }
         if first == "--version" || first == "-V" {
             println!("hermesinit {}", env!("CARGO_PKG_VERSION"));
-            std::process::exit(0);
+            return 0;
         }
         args.remove(0);
         name = first;
     }
-    let code = match name.as_str() {
+    match name.as_str() {
         "init" => init::main(args),
         "tini" => {
             let lossy: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -70,6 +116,5 @@ fn main() {
             eprintln!("hermesinit: unknown role '{other}'; `hermesinit --help` lists the roles");
             USAGE
         }
-    };
-    std::process::exit(code);
+    }
 }

@@ -213,3 +213,13 @@ fn c_main_7_non_utf8_arguments_reach_the_main_program_byte_for_byte() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("ff fe 78"), "{:?} {}", out.stdout, out.stderr);
 }
+
+#[test]
+fn closed_standard_descriptors_are_reopened_on_dev_null_before_anything_else_opens() {
+    let root = Root::new("stdfds");
+    // PID 1 starts with stdin closed: its first file (the signalfd) must not become fd 0, and
+    // the main program gets /dev/null as its stdin.
+    let body = format!("exec {} init sh -c 'readlink /proc/self/fd/0' 0<&-", harness::BIN);
+    let out = root.run_ns(true, "", &body, &[], &[], secs(20));
+    assert_eq!((out.code, out.stdout.trim()), (0, "/dev/null"), "{}", out.stderr);
+}
