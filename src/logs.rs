@@ -556,22 +556,82 @@ pub fn flush_stderr() -> bool {
     }) == Some(true)
 }
 
-/// Install the tracing subscriber (level from `HERMESINIT_LOG`, default info).
+/// Install the diagnostics subscriber (level from `HERMESINIT_LOG`, default info).
 pub fn init_tracing() {
-    let level = match std::env::var("HERMESINIT_LOG").as_deref() {
+    let max = match std::env::var("HERMESINIT_LOG").as_deref() {
         Ok("debug") => tracing::Level::DEBUG,
         Ok("trace") => tracing::Level::TRACE,
         Ok("warn") => tracing::Level::WARN,
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .without_time()
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(|| StderrWriter)
-        .try_init();
+    let _ = tracing::subscriber::set_global_default(Diagnostics { max });
+}
+
+/// PID 1's diagnostics as `LEVEL message` lines into [`StderrWriter`]: what tracing-subscriber's
+/// formatter printed without time, target or colour, with none of its machinery. Its registry
+/// allocated 32 KB of span slab on the first event (8 page faults on PID 1's way to starting
+/// the main program, `perf record -e exceptions:page_fault_user --call-graph dwarf`), and
+/// hermesinit has no spans to track.
+struct Diagnostics {
+    max: tracing::Level,
+}
+
+impl tracing::Subscriber for Diagnostics {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() <= self.max
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(self.max))
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::with_capacity(160);
+        line.push_str(match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR ",
+            tracing::Level::WARN => " WARN ",
+            tracing::Level::INFO => " INFO ",
+            tracing::Level::DEBUG => "DEBUG ",
+            tracing::Level::TRACE => "TRACE ",
+        });
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        line.push_str(&fields.message);
+        line.push_str(&fields.rest);
+        line.push('\n');
+        let _ = StderrWriter.write(line.as_bytes());
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// An event's message, and its other fields as ` name=value` (printed after the message).
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = if field.name() == "message" {
+            write!(self.message, "{value:?}")
+        } else {
+            write!(self.rest, " {}={value:?}", field.name())
+        };
+    }
 }
 
 /// Does this path exist as a real directory (not through a symlink)?
@@ -665,6 +725,20 @@ mod tests {
         StderrWriter.write_all(b" INFO one\n").unwrap();
         StderrWriter.write_all(b" INFO two\n").unwrap();
         assert_eq!(take_logged(), vec![b"hermesinit:  INFO one\n".to_vec(), b"hermesinit:  INFO two\n".to_vec()]);
+        // Events become the lines tracing-subscriber's formatter made (no time, no target),
+        // below the level nothing at all.
+        tracing::subscriber::with_default(Diagnostics { max: tracing::Level::INFO }, || {
+            tracing::info!("ready in {} ms", 3);
+            tracing::warn!(slot = "a", "refused");
+            tracing::debug!("not at this level");
+            tracing::error!("fatal: {}", "x");
+        });
+        let want: [&[u8]; 3] = [
+            b"hermesinit:  INFO ready in 3 ms\n",
+            b"hermesinit:  WARN refused slot=\"a\"\n",
+            b"hermesinit: ERROR fatal: x\n",
+        ];
+        assert_eq!(take_logged(), want.map(<[u8]>::to_vec));
         // Flooded, the queue stays bounded.
         for _ in 0..100_000 {
             StderrWriter.write_all(&[b'x'; 100]).unwrap();

@@ -141,12 +141,7 @@ pub fn fake_system(scratch: &Path, passwd: &str, group: &str, bind_files: bool) 
 
 /// Boot's log lines, on stderr, for the outer test to read.
 pub fn tracing_to_stderr() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_ansi(false)
-        .try_init();
+    hermesinit::logs::init_tracing();
 }
 
 /// `find`-style list of every path under `p` (not following symlinks).
