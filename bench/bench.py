@@ -1750,7 +1750,12 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "last.json"), "w") as f:
         json.dump({str(k): v for k, v in b.results.items()}, f, indent=1, default=str)
-    if not args.no_write:
+    if args.only and not args.no_write:
+        # The results section is one run's whole table: a partial run would replace it with
+        # just its own rows and lose the others.
+        log(f"--only: {args.write} left as it is (its table holds one run of every row); "
+            "the rows above are in bench/results/last.json")
+    elif not args.no_write:
         update_benchmarks_md(args.write, b.markdown(rows, args.command, machine()))
         log(f"wrote {args.write}")
 
