@@ -250,6 +250,15 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// For the processes that are clients of PID 1 (`svc`, the s6 front ends that do not exec): a
+/// peer that went away — PID 1 closing a refused connection, a closed stdout — is EPIPE and an
+/// error message, not a silent death by SIGPIPE (exit 141). The binary is `no_main`, so nothing
+/// set this up before.
+pub fn ignore_sigpipe() {
+    // SAFETY: signal(2) with a constant disposition, before the client starts any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Where a client finds PID 1: the configured socket, and the fallback of a non-root PID 1
 /// whose `/run` was not writable (see `config::Config::client`).
 #[derive(Debug, Clone)]

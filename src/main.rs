@@ -5,9 +5,10 @@
 //! PID 1 about twenty syscalls before the main program can start (a read of /proc/self/maps
 //! for the main thread's stack bounds, an alternate signal stack, SIGSEGV/SIGBUS handlers,
 //! SIGPIPE ignored). What of it matters is done here: descriptors 0–2 are made valid, and
-//! `process::exit` still flushes stdout. SIGPIPE: PID 1 blocks it; the clients (`svc`, the
-//! s6 front ends that do not exec) ignore it, as std made them; `hermes`, `s6-setuidgid` and
-//! `with-contenv` leave it as they found it for the program they exec. A stack overflow is a plain SIGSEGV, without std's message.
+//! `process::exit` still flushes stdout. SIGPIPE is left as found, except where a role wants
+//! otherwise: PID 1 blocks it, the clients of PID 1 and s6-log ignore it, and `hermes`,
+//! `s6-setuidgid` and `with-contenv` hand it on unchanged to the program they exec. A stack
+//! overflow is a plain SIGSEGV, without std's message.
 #![no_main]
 
 use hermesinit::{init, logs, routing, s6, shim, svc};
@@ -67,14 +68,6 @@ fn valid_std_fds() {
     }
 }
 
-/// What std's runtime did for every role: a client whose peer is gone — PID 1 closing a refused
-/// control connection, a closed stdout — gets EPIPE and says so, instead of dying silently of
-/// SIGPIPE (exit 141).
-fn ignore_sigpipe() {
-    // SAFETY: signal(2) with a constant disposition, before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
 fn run(mut args: Vec<OsString>) -> i32 {
     let argv0 = args.first().cloned().unwrap_or_default();
     let mut name = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -116,17 +109,11 @@ fn run(mut args: Vec<OsString>) -> i32 {
         }
         "hermes" | "shim" => shim::main(args),
         "svc" => {
-            ignore_sigpipe();
+            hermesinit::control::ignore_sigpipe();
             logs::init_tracing();
             svc::main(args)
         }
-        other if s6::APPLETS.contains(&other) => {
-            // The exec'ing front ends hand their program the disposition they were given.
-            if !matches!(other, "s6-setuidgid" | "with-contenv") {
-                ignore_sigpipe();
-            }
-            s6::main(other, args)
-        }
+        other if s6::APPLETS.contains(&other) => s6::main(other, args),
         other => {
             eprintln!("hermesinit: unknown role '{other}'; `hermesinit --help` lists the roles");
             USAGE

@@ -216,3 +216,21 @@ fn c_svc_6_control_is_refused_for_other_uids_and_allowed_for_hermes() {
     assert!(out.stdout.contains("other-rc=1"), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("permission denied: uid 1000"), "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn clients_with_a_closed_stdout_get_epipe_instead_of_dying_of_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    // The read end is closed before the client writes its help text: with SIGPIPE at its
+    // default, the client would die of it silently (exit 141 in a shell); it must see EPIPE.
+    for argv in [&["svc", "--help"][..], &["svc", "status", "--help"][..]] {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let st = std::process::Command::new(BIN)
+            .args(argv)
+            .stdout(std::process::Stdio::from(w))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_ne!(st.signal(), Some(libc::SIGPIPE), "{argv:?}: {st:?}");
+    }
+}

@@ -38,6 +38,11 @@ pub const APPLETS: &[&str] =
 
 /// Run one applet; the result is the process's exit code (when it did not exec).
 pub fn main(applet: &str, args: Vec<std::ffi::OsString>) -> i32 {
+    // The clients of PID 1 must hear EPIPE; s6-log sets its own, and the exec'ing applets hand
+    // the disposition they were given to their program.
+    if matches!(applet, "s6-svc" | "s6-svstat" | "s6-svscanctl" | "s6-svwait") {
+        crate::control::ignore_sigpipe();
+    }
     match applet {
         "s6-svc" => svc::main(args),
         "s6-svstat" => svstat::main(args),
