@@ -206,8 +206,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
         sweep_done: false,
     };
     init.rescan(Instant::now());
-    match spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg) {
-        Ok(pid) => init.main_pid = Some(pid),
+    let spawned = spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg);
+    // Before the boot's last log lines: they fault the formatting code back in now, which the
+    // stop path needs for its own two lines (9 of its 10 page faults were that code).
+    unmap_boot_text();
+    match spawned {
+        Ok((pid, shown)) => {
+            info!("started the main program (pid {pid}): {shown}");
+            init.main_pid = Some(pid);
+        }
         Err((code, msg)) => {
             error!("{msg}");
             init.stop(StopEvent::MainExited(code), Instant::now());
@@ -216,7 +223,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     init.boot = BootState::Done;
     info!("ready in {} ms", t0.elapsed().as_millis());
     init.start_sweep();
-    unmap_boot_text();
     let code = init.run();
     // Nothing is left to close or free by hand: the kernel does it as the process ends.
     std::process::exit(code)
@@ -279,7 +285,7 @@ fn spawn_main(
     env: &[(OsString, OsString)],
     drop_to: Option<&Identity>,
     cfg: &Config,
-) -> Result<Pid, (i32, String)> {
+) -> Result<(Pid, String), (i32, String)> {
     let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.to_string_lossy().into_owned()).unwrap_or_default();
     let argv = routing::route_main(args, &path);
     // Run the resolved file, but keep argv[0] as the user typed it.
@@ -305,9 +311,8 @@ fn spawn_main(
         let code = if e.errno == nix::Error::ENOENT { 127 } else { 126 };
         (code, format!("cannot start the main program {program}: {e}"))
     })?;
-    // Said once it runs: the line is not on the way to its exec.
-    info!("started the main program (pid {pid}): {}", argv.join(" "));
-    Ok(pid)
+    // Logged by the caller once it runs: the line is not on the way to its exec.
+    Ok((pid, argv.join(" ")))
 }
 
 /// The real-time signal dnotify raises for scan-directory changes. Asked of the C library once
