@@ -321,8 +321,14 @@ pub fn rename_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<()> {
 /// a hard link and an unlink, which fail the same way on an existing name.
 pub fn rename_noreplace_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Result<bool> {
     let fd = dir.as_raw_fd();
-    let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
-    let r = match retry(|| nix::fcntl::renameat2(Some(fd), from, Some(fd), to, flags)) {
+    // The raw syscall: nix wraps renameat2 for glibc only, and the crate also builds for musl.
+    let noreplace = || {
+        // SAFETY: renameat2(2) with a valid descriptor and NUL-terminated names.
+        let r =
+            unsafe { libc::syscall(libc::SYS_renameat2, fd, from.as_ptr(), fd, to.as_ptr(), libc::RENAME_NOREPLACE) };
+        if r < 0 { Err(nix::Error::last()) } else { Ok(()) }
+    };
+    let r = match retry(noreplace) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let r = retry(|| nix::unistd::linkat(Some(fd), from, Some(fd), to, nix::fcntl::AtFlags::empty()));
             r.and_then(|()| unlink_at(dir, from))

@@ -223,7 +223,8 @@ fn iso_local(t: SystemTime) -> String {
         fn tzset();
     }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
+    // `as _`: time_t, whose alias the libc crate deprecates on musl (it changes width there).
+    let secs = d.as_secs() as _;
     // SAFETY: tm is plain data filled by localtime_r; tzset only reads TZ.
     let tm = unsafe {
         tzset();
