@@ -566,7 +566,7 @@ impl Init {
     }
 
     /// The bulk trees are healed after services and the main program started (what they read
-    /// at start was healed before, synchronously): in a thread, at idle I/O priority.
+    /// at start was healed before, synchronously): in a thread, at idle I/O and CPU priority.
     fn start_sweep(&mut self) {
         let Some(p) = boot::sweep::take_pending() else {
             self.sweep_done = true;

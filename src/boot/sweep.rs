@@ -17,7 +17,7 @@
 //! any service starts, heals what a service reads or writes when it starts — `HERMES_HOME`, its
 //! state files, `platforms/`, `logs/` and its direct entries, and the small trees
 //! ([`SYNC_TREES`]); the background part ([`BACKGROUND_TREES`], the bulk data) runs in a thread
-//! after the services and the main program started, at idle I/O priority, and stops at once
+//! after the services and the main program started, at idle I/O and CPU priority, and stops at once
 //! when the container stops (a flag checked per directory). The background thread never reaps
 //! and never touches signals (they stay blocked in it, as in every PID 1 thread); it walks with
 //! the same fd-relative, no-follow, same-mount rules.
@@ -102,7 +102,7 @@ pub struct Control {
     pub fixed: std::sync::atomic::AtomicU64,
     /// Log progress every 5 s (a background sweep), from whichever worker sees it is due.
     progress: Option<(std::time::Instant, std::sync::atomic::AtomicU64)>,
-    /// Walk at idle I/O priority (every worker thread sets it for itself).
+    /// Walk at idle I/O and CPU priority (every worker thread sets it for itself).
     idle: bool,
 }
 
@@ -129,12 +129,17 @@ impl Control {
     }
 }
 
-/// IOPRIO_CLASS_IDLE for the calling thread (an ioprio is per thread on Linux).
-fn idle_io_priority() {
+/// The calling thread yields to everything else, for the disk (IOPRIO_CLASS_IDLE) and for the
+/// CPU (nice 19): at nice 0 it would take half a CPU from the main program's and the services'
+/// start whenever they share one (a small VM, a `--cpus 1` container). Both are per thread.
+fn background_priority() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    // SAFETY: a plain syscall with integer arguments; who = 0 is the calling thread.
-    unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, IOPRIO_CLASS_IDLE << 13) };
+    // SAFETY: plain syscalls with integer arguments, on the calling thread (who = its tid).
+    unsafe {
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, IOPRIO_CLASS_IDLE << 13);
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
 }
 
 /// Directories made hermes-owned themselves, not their contents.
@@ -234,7 +239,7 @@ struct Pool<'a> {
 impl Pool<'_> {
     fn worker(&self, mut s: Sweeper) -> Sweeper {
         if self.ctl.is_some_and(|c| c.idle) {
-            idle_io_priority();
+            background_priority();
         }
         loop {
             let job = {
