@@ -208,7 +208,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     init.rescan(Instant::now());
     let spawned = spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg);
     // Before the boot's last log lines: they fault the formatting code back in now, which the
-    // stop path needs for its own two lines (9 of its 10 page faults were that code).
+    // stop path needs for its own two lines (its page faults per stop went from 9 to 2).
     unmap_boot_text();
     match spawned {
         Ok((pid, shown)) => {

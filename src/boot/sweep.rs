@@ -17,8 +17,8 @@
 //! any service starts, heals what a service reads or writes when it starts — `HERMES_HOME`, its
 //! state files, `platforms/`, `logs/` and its direct entries, and the small trees
 //! ([`SYNC_TREES`]); the background part ([`BACKGROUND_TREES`], the bulk data) runs in a thread
-//! after the services and the main program started, at idle I/O and CPU priority, and stops at once
-//! when the container stops (a flag checked per directory). The background thread never reaps
+//! after the services and the main program started, at idle I/O and CPU priority, and stops at
+//! once when the container stops (a flag checked per directory). The background thread never reaps
 //! and never touches signals (they stay blocked in it, as in every PID 1 thread); it walks with
 //! the same fd-relative, no-follow, same-mount rules.
 //!
