@@ -256,13 +256,29 @@ def test_c_s6_profile_gateway_start_stop_restart(gw: Container) -> None:
     pid = gw.wait_slot_up("gateway-coder", not_pid=pid)
     _wait_gateway_running(gw, profile_dir, pid)
 
+    log = f"{profile_dir}/logs/gateway.log"
+    seen = len(gw.read(log).splitlines())
     r = gw.exec("hermes", "-p", "coder", "gateway", "stop")
     assert r.returncode == 0, describe(r)
     gw.wait_slot_down("gateway-coder")
-    # s6-svstat's "(pid N)" let Hermes write its planned-stop marker, so the
-    # gateway recorded an intentional stop, not an unexpected signal.
-    wait_for(lambda: _state(gw, profile_dir).get("gateway_state") == "stopped", 15,
-             "gateway_state=stopped", lambda: gw.read(f"{profile_dir}/gateway_state.json"))
+
+    def since_stop() -> str:
+        return "\n".join(gw.read(log).splitlines()[seen:])
+
+    # s6-svstat's "(pid N)" let Hermes write its planned-stop marker naming this
+    # gateway, so the gateway takes the stop as intentional...
+    wait_for(lambda: "as a planned gateway stop" in since_stop(), 15, "the gateway to take the stop as planned",
+             since_stop)
+    # ...and records gateway_state=stopped. Except when hermes-agent's own race
+    # hits (0.19.0, with s6-overlay too): its planned-stop watcher, a 0.5 s poll,
+    # consumes the marker between the CLI's write and the SIGTERM `s6-svc -d`
+    # sends; the handler then takes that SIGTERM, arriving during the teardown,
+    # as unexpected and persists "running". Reproduced by hand by sending the
+    # SIGTERM right after the marker disappears.
+    race = re.compile(r"Received UNKNOWN as a planned gateway stop.*\n(.*\n)*.*Received SIGTERM — initiating"
+                      r"(.*\n)*.*persisting gateway_state=running")
+    wait_for(lambda: _state(gw, profile_dir).get("gateway_state") == "stopped" or race.search(since_stop()), 15,
+             "gateway_state=stopped", lambda: gw.read(f"{profile_dir}/gateway_state.json") + since_stop())
 
 
 def test_c_s6_profile_delete_removes_the_slot_and_its_gateway(gw: Container) -> None:
