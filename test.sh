@@ -83,7 +83,7 @@ if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-
   fi
 fi
 
-# The same crate on musl (BENCHMARKS.md, "glibc's start-up": static glibc runs 68 `cpuid`s
+# The same crate on musl (BENCHMARKS.md, "Issue 12, third part": static glibc runs 68 `cpuid`s
 # before main, each a VM exit): kept building so that the switch stays a toolchain change.
 musl=$(uname -m)-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -q "^$musl\$"; then
