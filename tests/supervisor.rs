@@ -45,10 +45,9 @@ fn c_s6_5_finish_125_keeps_it_down_and_down_file_registers_without_starting() {
     let out = run(
         &root,
         "mk quitter 'exit 3' 'echo \"finish args: $1 $2\"; exit 125'; \
-         mk lazy 'echo lazy-started; touch /opt/data/lazy; exec sleep 100' '' down; \
+         mkfifo -m 666 /opt/data/lazy; mk lazy 'echo lazy-started; echo > /opt/data/lazy; exec sleep 100' '' down; \
          svc wait --finished quitter --timeout 5; svc status quitter lazy; \
-         svc up lazy; svc wait --up lazy --timeout 5 && echo lazy-up; \
-         i=0; while [ ! -e /opt/data/lazy ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 0",
+         svc up lazy; svc wait --up lazy --timeout 5 && echo lazy-up; read _ < /opt/data/lazy; exit 0",
         30,
     );
     assert!(out.stdout.contains("finish args: 3 0"), "{}", out.stdout);
@@ -56,8 +55,9 @@ fn c_s6_5_finish_125_keeps_it_down_and_down_file_registers_without_starting() {
     assert!(quitter.contains("down") && quitter.contains("code 3") && quitter.ends_with("down"), "{quitter}");
     let lazy = out.stdout.lines().find(|l| l.starts_with("lazy ")).unwrap();
     assert!(lazy.contains(" down "), "{lazy}");
-    // "Up" means started, not "has printed": the main program waits for the line to be written
-    // (the file comes after it) before it exits and the stop kills `lazy`.
+    // "Up" means started, not "has printed": the main program reads a FIFO `lazy` writes after
+    // its line, so the line is in PID 1's pipe before the main program exits and the stop kills
+    // `lazy` (a service that never starts leaves the read blocked and the run timed out).
     assert!(out.stdout.contains("lazy-started") && out.stdout.contains("lazy-up"), "{}", out.stdout);
 }
 
