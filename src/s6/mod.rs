@@ -40,14 +40,15 @@ pub const APPLETS: &[&str] =
 pub fn main(applet: &str, args: Vec<std::ffi::OsString>) -> i32 {
     // The clients of PID 1 must hear EPIPE; s6-log sets its own, and the exec'ing applets hand
     // the disposition they were given to their program.
-    if matches!(applet, "s6-svc" | "s6-svstat" | "s6-svscanctl" | "s6-svwait") {
+    let client = |run: fn(Vec<std::ffi::OsString>) -> i32, args| {
         crate::control::ignore_sigpipe();
-    }
+        run(args)
+    };
     match applet {
-        "s6-svc" => svc::main(args),
-        "s6-svstat" => svstat::main(args),
-        "s6-svscanctl" => svscanctl::main(args),
-        "s6-svwait" => svwait::main(args),
+        "s6-svc" => client(svc::main, args),
+        "s6-svstat" => client(svstat::main, args),
+        "s6-svscanctl" => client(svscanctl::main, args),
+        "s6-svwait" => client(svwait::main, args),
         "s6-setuidgid" => setuidgid::main(args),
         "s6-log" => log::main(args),
         "with-contenv" => with_contenv::main(args),
