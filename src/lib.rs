@@ -12,6 +12,7 @@ pub mod control;
 pub mod creds;
 pub mod envdir;
 pub mod fsx;
+pub mod heap;
 pub mod init;
 pub mod logs;
 pub mod routing;

@@ -11,7 +11,7 @@
 //! overflow is a plain SIGSEGV, without std's message.
 #![no_main]
 
-use hermesinit::{init, logs, routing, s6, shim, svc};
+use hermesinit::{heap, init, logs, routing, s6, shim, svc};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
@@ -29,6 +29,10 @@ roles:
   s6-svc, s6-svstat, s6-svscanctl, s6-svwait, s6-setuidgid, s6-log, with-contenv
                      s6-compatible front ends (linked into /command)
 ";
+
+/// Every role allocates from [`heap::Pool`]: 1 MiB of .bss, paged in as it is used.
+#[global_allocator]
+static HEAP: heap::Pool<{ 1 << 20 }> = heap::Pool::new();
 
 /// Exit code for an unknown role or bad top-level usage (EX_USAGE).
 const USAGE: i32 = 64;
