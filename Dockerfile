@@ -8,19 +8,41 @@
 # the privilege-drop shim and the s6 command-line surface Hermes Agent calls,
 # all in one static binary: no s6-overlay, no tini, no gosu, no shell glue.
 #
-# Offline builds: scripts/docker-prep fills .docker-cache/vendor (cargo
-# vendor) and .docker-cache/wheels (pip download) on the host. The stages
-# below use them when they are in the build context and fetch from
-# crates.io / PyPI when they are not.
+# Offline builds: scripts/docker-prep fills .docker-cache/rust (the Rust
+# toolchain), .docker-cache/vendor (cargo vendor) and .docker-cache/wheels
+# (pip download) on the host. The stages below use them when they are in the
+# build context and fetch from static.rust-lang.org / crates.io / PyPI when
+# they are not.
 
 # ---------------------------------------------------------------- hermesinit
 FROM debian:trixie-slim AS hermesinit
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Debian's own toolchain (rustc/cargo 1.85, the crate's rust-version).
+# hermesinit ships linked with musl: static glibc spends 0.3-0.6 ms of every
+# start probing the CPU (68 cpuid instructions, each a VM exit), musl none
+# (BENCHMARKS.md). Debian's rustc has no musl std, so the Rust project's own
+# toolchain is installed, pinned by docker/rust-toolchain.sha256. gcc is the
+# linker; musl's C library and start files come with the musl std.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates cargo gcc libc6-dev rustc \
+    && apt-get install -y --no-install-recommends ca-certificates curl gcc libc6-dev xz-utils \
     && rm -rf /var/lib/apt/lists/*
+
+# Prefetched toolchain archives, when present (the checksum list keeps the
+# source list from being empty).
+COPY docker/rust-toolchain.sha256 .docker-cache/rus[t] /tmp/rust/
+WORKDIR /tmp/rust
+RUN set -eu; \
+    dist=$(sed -n 's/^# dist //p' rust-toolchain.sha256); \
+    awk -v cpu="-$(uname -m)-" '!/^#/ && index($2, cpu) { print $2 }' rust-toolchain.sha256 > wanted; \
+    [ -s wanted ] || { echo "no Rust toolchain pinned for $(uname -m) in docker/rust-toolchain.sha256" >&2; exit 1; }; \
+    while read -r f; do \
+        [ -f "$f" ] || curl -fsSL --proto '=https' -o "$f" "$dist/$f"; \
+        grep -F "  $f" rust-toolchain.sha256 | sha256sum --check --quiet -; \
+        tar -xJf "$f"; \
+        "${f%.tar.xz}/install.sh" --prefix=/usr/local --disable-ldconfig >/dev/null; \
+        rm -rf "$f" "${f%.tar.xz}"; \
+    done < wanted; \
+    rustc --print target-libdir --target "$(uname -m)-unknown-linux-musl" >/dev/null
 
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -28,9 +50,9 @@ COPY Cargo.toml Cargo.lock ./
 # them; Cargo.lock only keeps the source list from being empty.
 COPY Cargo.lock .docker-cache/vendo[r] /src/.vendor/
 
-# crt-static needs an explicit --target so that proc-macros still build as
-# ordinary host dylibs.
-ENV RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
+# Relative relocations packed as DT_RELR (musl 1.2.4+ applies them in a
+# static PIE): start-up reads a bitmap of ~1 KB instead of ~60 KB of .rela.dyn.
+ENV RUSTFLAGS="-C link-arg=-Wl,-z,pack-relative-relocs"
 
 # Warm the dependency cache with a stand-in crate so that a change to src/
 # only rebuilds hermesinit itself. Best effort: the real build below is the
@@ -45,19 +67,20 @@ RUN set -eu; \
     mkdir src; \
     echo 'fn main() {}' > src/main.rs; \
     : > src/lib.rs; \
-    cargo build --release --locked --target "$(rustc -vV | sed -n 's/^host: //p')" \
+    cargo build --release --locked --target "$(uname -m)-unknown-linux-musl" \
         || echo "dependency warm-up failed; the real build will say why" >&2; \
     rm -rf src
 
 COPY src ./src
 RUN set -eu; \
     find src -type f -exec touch {} +; \
-    target="$(rustc -vV | sed -n 's/^host: //p')"; \
+    target="$(uname -m)-unknown-linux-musl"; \
     cargo build --release --locked --target "$target"; \
     bin="target/$target/release/hermesinit"; \
     if readelf -l "$bin" | grep -q 'program interpreter'; then \
         echo "hermesinit is not statically linked" >&2; exit 1; \
     fi; \
+    "$bin" --version; \
     install -D -m 0755 "$bin" /out/hermesinit
 
 # ------------------------------------------------------------ hermes-agent

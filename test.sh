@@ -83,8 +83,8 @@ if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-
   fi
 fi
 
-# The same crate on musl (BENCHMARKS.md, "Issue 12, third part": static glibc runs 68 `cpuid`s
-# before main, each a VM exit): kept building so that the switch stays a toolchain change.
+# The binary the image ships: musl (README, "Static builds"). The Docker suite below runs the
+# image's own build of it; this checks the host's toolchain gives the same static binary.
 musl=$(uname -m)-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -q "^$musl\$"; then
   step "static $musl build"

@@ -1,7 +1,7 @@
 //! Busybox-style dispatch: the role comes from argv[0], or from the first argument when the
 //! binary is called as `hermesinit`.
 //!
-//! `no_main`: glibc calls [`main`] directly, without std's runtime set-up. That set-up costs
+//! `no_main`: the C library calls [`main`] directly, without std's runtime set-up. That set-up costs
 //! PID 1 about twenty syscalls before the main program can start (a read of /proc/self/maps
 //! for the main thread's stack bounds, an alternate signal stack, SIGSEGV/SIGBUS handlers,
 //! SIGPIPE ignored). What of it matters is done here: descriptors 0–2 are made valid, and

@@ -1,4 +1,4 @@
-//! `/etc/passwd` and `/etc/group`, read by hand: a static glibc has no NSS.
+//! `/etc/passwd` and `/etc/group`, read by hand: a static binary has no NSS.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
