@@ -108,6 +108,21 @@ unsafe impl<const N: usize> GlobalAlloc for Pool<N> {
         unsafe { System.alloc(layout) }
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if class(layout).is_none() {
+            // SAFETY: forwarded as the caller gave it (calloc skips zeroing fresh pages).
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // SAFETY: `alloc` returns null or `layout.size()` writable bytes.
+        unsafe {
+            let p = self.alloc(layout);
+            if !p.is_null() {
+                std::ptr::write_bytes(p, 0, layout.size());
+            }
+            p
+        }
+    }
+
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         match class(layout) {
             Some((c, _)) if self.owns(p) => self.give(p, c),
@@ -198,6 +213,22 @@ mod tests {
             p.dealloc(extra, l(MAX_CLASS, 8));
             p.dealloc(blocks[0], l(MAX_CLASS, 8));
             assert_eq!(p.alloc(l(40_000, 8)), blocks[0]);
+        }
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_even_when_recycled() {
+        let p = pool();
+        unsafe {
+            let a = p.alloc(l(200, 8));
+            std::ptr::write_bytes(a, 0xFF, 200);
+            p.dealloc(a, l(200, 8));
+            let z = p.alloc_zeroed(l(256, 8));
+            assert_eq!(z, a);
+            assert!((0..256).all(|i| *z.add(i) == 0));
+            let big = p.alloc_zeroed(l(MAX_CLASS * 2, 8));
+            assert!(!p.owns(big) && (0..MAX_CLASS * 2).all(|i| *big.add(i) == 0));
+            p.dealloc(big, l(MAX_CLASS * 2, 8));
         }
     }
 
