@@ -6,7 +6,7 @@ use crate::fsx;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -461,8 +461,9 @@ struct Stderr {
     owner: Option<std::thread::ThreadId>,
     queue: VecDeque<Vec<u8>>,
     queued: usize,
-    /// Written when another thread (the background sweep) queues a record, so the loop wakes.
-    wake: Option<(OwnedFd, OwnedFd)>,
+    /// An eventfd, bumped when another thread (the background sweep) queues a record, so the
+    /// loop wakes. One descriptor, not a pipe's two: each is one more thing PID 1's exit closes.
+    wake: Option<OwnedFd>,
 }
 
 /// Records queued for the owner at most (a stalled stderr must not grow PID 1 without bound).
@@ -484,8 +485,8 @@ impl Write for StderrWriter {
                 rec.extend_from_slice(buf);
                 st.queue.push_back(rec);
                 if owner != std::thread::current().id() {
-                    if let Some((_, w)) = &st.wake {
-                        let _ = nix::unistd::write(w, b"!");
+                    if let Some(w) = &st.wake {
+                        let _ = nix::unistd::write(w, &1u64.to_ne_bytes());
                     }
                 }
             }
@@ -507,7 +508,11 @@ impl Write for StderrWriter {
 pub fn take_stderr(cap: usize) -> Sink {
     let mut st = stderr_state();
     st.owner = Some(std::thread::current().id());
-    st.wake = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).ok();
+    // SAFETY: eventfd(2) with flags only; a valid result is a new descriptor we own.
+    st.wake = match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => None,
+    };
     let mut sink = st.sink.take().unwrap_or_else(|| Sink::open(2, cap));
     sink.cap = sink.cap.max(cap);
     sink
@@ -535,15 +540,15 @@ pub fn take_logged() -> Vec<Vec<u8>> {
 
 /// The descriptor that becomes readable when another thread queued a record.
 pub fn logged_wake_fd() -> Option<i32> {
-    stderr_state().wake.as_ref().map(|(r, _)| r.as_raw_fd())
+    stderr_state().wake.as_ref().map(|w| w.as_raw_fd())
 }
 
-/// Empty the wake pipe (its bytes carry no data).
+/// Reset the wake counter (its value carries no data).
 pub fn clear_logged_wake() {
     let st = stderr_state();
-    if let Some((r, _)) = &st.wake {
-        let mut b = [0u8; 64];
-        while nix::unistd::read(r.as_raw_fd(), &mut b).is_ok_and(|n| n > 0) {}
+    if let Some(w) = &st.wake {
+        let mut b = [0u8; 8];
+        let _ = nix::unistd::read(w.as_raw_fd(), &mut b);
     }
 }
 
@@ -725,6 +730,20 @@ mod tests {
         StderrWriter.write_all(b" INFO one\n").unwrap();
         StderrWriter.write_all(b" INFO two\n").unwrap();
         assert_eq!(take_logged(), vec![b"hermesinit:  INFO one\n".to_vec(), b"hermesinit:  INFO two\n".to_vec()]);
+        // Another thread's diagnostic wakes the owner's loop: its eventfd turns readable, once,
+        // and clearing it makes it quiet again.
+        let wake = logged_wake_fd().expect("a wake descriptor");
+        let readable = || {
+            let mut p = libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, no wait.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!readable());
+        std::thread::spawn(|| StderrWriter.write_all(b" WARN from the sweep\n").unwrap()).join().unwrap();
+        assert!(readable());
+        clear_logged_wake();
+        assert!(!readable());
+        assert_eq!(take_logged(), vec![b"hermesinit:  WARN from the sweep\n".to_vec()]);
         // Events become the lines tracing-subscriber's formatter made (no time, no target),
         // below the level nothing at all.
         tracing::subscriber::with_default(Diagnostics { max: tracing::Level::INFO }, || {
