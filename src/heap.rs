@@ -9,7 +9,8 @@
 //!
 //! Bounded: the arena never grows and is never given back; what does not fit (a block over
 //! [`MAX_CLASS`], an alignment over a page, an arena used up) goes to the C library's malloc.
-//! No allocation happens between vfork and exec (`spawn`), so one lock is enough.
+//! One lock serves every thread; the one rule is that a vfork child (`spawn`) never
+//! allocates, which holds whatever the allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -25,11 +26,14 @@ const PAGE: usize = 4096;
 #[repr(C, align(4096))]
 struct Arena<const N: usize>([u8; N]);
 
-/// Free list heads, one per class; each free block holds the address of the next.
+/// Free list heads, one per class; each free block holds a pointer to the next.
 struct Lists {
     used: usize,
-    free: [usize; CLASSES],
+    free: [*mut u8; CLASSES],
 }
+
+// SAFETY: the pointers are blocks of the arena, only followed under the lock that owns them.
+unsafe impl Send for Lists {}
 
 pub struct Pool<const N: usize> {
     arena: UnsafeCell<Arena<N>>,
@@ -57,40 +61,41 @@ fn class(layout: Layout) -> Option<(usize, usize)> {
 
 impl<const N: usize> Pool<N> {
     pub const fn new() -> Self {
-        Pool { arena: UnsafeCell::new(Arena([0; N])), lists: Mutex::new(Lists { used: 0, free: [0; CLASSES] }) }
-    }
-
-    fn base(&self) -> usize {
-        self.arena.get() as usize
+        Pool {
+            arena: UnsafeCell::new(Arena([0; N])),
+            lists: Mutex::new(Lists { used: 0, free: [std::ptr::null_mut(); CLASSES] }),
+        }
     }
 
     fn owns(&self, p: *mut u8) -> bool {
-        (p as usize).wrapping_sub(self.base()) < N
+        (p as usize).wrapping_sub(self.arena.get() as usize) < N
     }
 
-    /// A block of class `c`, size `size`: a freed one, else fresh from the arena (aligned to
-    /// its size up to a page, which covers any alignment the class admits), else null.
-    fn take(&self, c: usize, size: usize) -> *mut u8 {
+    /// A block of class `c`, size `size`, and whether it is fresh (never handed out, so still
+    /// zero): a freed one, else fresh from the arena (aligned to its size up to a page, which
+    /// covers any alignment the class admits), else null.
+    fn take(&self, c: usize, size: usize) -> (*mut u8, bool) {
         let mut l = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
         let head = l.free[c];
-        if head != 0 {
+        if !head.is_null() {
             // SAFETY: `head` is a free block of ours; its first word is the next link.
-            l.free[c] = unsafe { *(head as *const usize) };
-            return head as *mut u8;
+            l.free[c] = unsafe { *head.cast::<*mut u8>() };
+            return (head, false);
         }
         let start = l.used.next_multiple_of(size.min(PAGE));
         if start + size > N {
-            return std::ptr::null_mut();
+            return (std::ptr::null_mut(), false);
         }
         l.used = start + size;
-        (self.base() + start) as *mut u8
+        // SAFETY: `start + size <= N`: the block lies inside the arena.
+        (unsafe { self.arena.get().cast::<u8>().add(start) }, true)
     }
 
     fn give(&self, p: *mut u8, c: usize) {
         let mut l = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: `p` is a block of ours, at least MIN_CLASS bytes, aligned for a usize.
-        unsafe { *(p as *mut usize) = l.free[c] };
-        l.free[c] = p as usize;
+        // SAFETY: `p` is a block of ours, at least MIN_CLASS bytes, aligned for a pointer.
+        unsafe { *p.cast::<*mut u8>() = l.free[c] };
+        l.free[c] = p;
     }
 }
 
@@ -99,7 +104,7 @@ impl<const N: usize> Pool<N> {
 unsafe impl<const N: usize> GlobalAlloc for Pool<N> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if let Some((c, size)) = class(layout) {
-            let p = self.take(c, size);
+            let (p, _) = self.take(c, size);
             if !p.is_null() {
                 return p;
             }
@@ -108,19 +113,22 @@ unsafe impl<const N: usize> GlobalAlloc for Pool<N> {
         unsafe { System.alloc(layout) }
     }
 
+    /// A fresh arena block is zero already (and its pages untouched: a zeroed 64 KiB read
+    /// buffer costs no page until read into); a recycled one is cleared; the rest is calloc's.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if class(layout).is_none() {
-            // SAFETY: forwarded as the caller gave it (calloc skips zeroing fresh pages).
-            return unsafe { System.alloc_zeroed(layout) };
-        }
-        // SAFETY: `alloc` returns null or `layout.size()` writable bytes.
-        unsafe {
-            let p = self.alloc(layout);
-            if !p.is_null() {
-                std::ptr::write_bytes(p, 0, layout.size());
+        if let Some((c, size)) = class(layout) {
+            match self.take(c, size) {
+                (p, true) => return p,
+                (p, false) if !p.is_null() => {
+                    // SAFETY: a block of at least `layout.size()` bytes, ours to write.
+                    unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+                    return p;
+                }
+                _ => {}
             }
-            p
         }
+        // SAFETY: forwarded as the caller gave it.
+        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
@@ -217,6 +225,51 @@ mod tests {
     }
 
     #[test]
+    fn a_static_pool_lives_in_bss_and_owns_exactly_its_arena() {
+        static P: Pool<{ 64 * 1024 }> = Pool::new();
+        unsafe {
+            let a = P.alloc_zeroed(l(4096, 4096));
+            assert!(P.owns(a) && (0..4096).all(|i| *a.add(i) == 0), "a fresh block is zero");
+            let base = P.arena.get().cast::<u8>();
+            assert_eq!(a, base);
+            assert!(P.owns(base.add(64 * 1024 - 1)));
+            assert!(!P.owns(base.add(64 * 1024)) && !P.owns(base.wrapping_sub(1)));
+            // Blocks over a page are aligned to a page; one that does not fit is System's.
+            let rest = P.alloc(l(32 * 1024, 8));
+            assert_eq!(rest, base.add(4096));
+            let over = P.alloc(l(32 * 1024, 8));
+            assert!(!P.owns(over));
+            P.dealloc(over, l(32 * 1024, 8));
+            P.dealloc(rest, l(32 * 1024, 8));
+            P.dealloc(a, l(4096, 4096));
+        }
+    }
+
+    #[test]
+    fn realloc_of_a_c_library_block_keeps_its_bytes_once_the_arena_is_full() {
+        let p: &'static Pool<{ 64 * 1024 }> = Box::leak(Box::default());
+        unsafe {
+            let all = p.alloc(l(MAX_CLASS, 8));
+            assert!(p.owns(all));
+            let small = p.alloc(l(24, 8));
+            assert!(!p.owns(small));
+            small.copy_from_nonoverlapping(b"0123456789abcdefghijklmn".as_ptr(), 24);
+            let grown = p.realloc(small, l(24, 8), 3000);
+            assert!(!grown.is_null() && !p.owns(grown));
+            assert_eq!(std::slice::from_raw_parts(grown, 24), b"0123456789abcdefghijklmn");
+            // A freed block serves its own class only: a C-library block that grows into that
+            // class moves into the arena; one that shrinks into an empty class stays outside.
+            p.dealloc(all, l(MAX_CLASS, 8));
+            let small = p.realloc(grown, l(3000, 8), 20);
+            assert!(!p.owns(small));
+            let moved = p.realloc(small, l(20, 8), 40_000);
+            assert_eq!(moved, all);
+            assert_eq!(std::slice::from_raw_parts(moved, 20), b"0123456789abcdefghij");
+            p.dealloc(moved, l(40_000, 8));
+        }
+    }
+
+    #[test]
     fn zeroed_blocks_are_zero_even_when_recycled() {
         let p = pool();
         unsafe {
@@ -262,13 +315,15 @@ mod tests {
         let ts: Vec<_> = (0..4u8)
             .map(|t| {
                 std::thread::spawn(move || unsafe {
-                    for round in 0..2000 {
-                        let size = 16 << (round % 6);
-                        let b = p.alloc(l(size, 8));
+                    for round in 0..2000usize {
+                        let size = 16 << (round % 10);
+                        let align = 1 << (round % 13);
+                        let b = p.alloc(l(size, align));
+                        assert_eq!(b as usize % align, 0);
                         std::ptr::write_bytes(b, t, size);
                         std::thread::yield_now();
                         assert!((0..size).all(|i| *b.add(i) == t), "block shared between threads");
-                        p.dealloc(b, l(size, 8));
+                        p.dealloc(b, l(size, align));
                     }
                 })
             })
