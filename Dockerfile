@@ -27,22 +27,29 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl gcc libc6-dev xz-utils \
     && rm -rf /var/lib/apt/lists/*
 
-# Prefetched toolchain archives, when present (the checksum list keeps the
-# source list from being empty).
+# The pinned list at a path of its own; then the prefetched archives, when
+# present (the list, copied along, only keeps the source list from being
+# empty). A cached archive that fails its check is downloaded again.
+COPY docker/rust-toolchain.sha256 /tmp/rust.sha256
 COPY docker/rust-toolchain.sha256 .docker-cache/rus[t] /tmp/rust/
 WORKDIR /tmp/rust
 RUN set -eu; \
-    dist=$(sed -n 's/^# dist //p' rust-toolchain.sha256); \
-    awk -v cpu="-$(uname -m)-" '!/^#/ && index($2, cpu) { print $2 }' rust-toolchain.sha256 > wanted; \
-    [ -s wanted ] || { echo "no Rust toolchain pinned for $(uname -m) in docker/rust-toolchain.sha256" >&2; exit 1; }; \
+    sums=/tmp/rust.sha256; \
+    dist=$(sed -n 's/^# dist //p' "$sums"); \
+    check() { awk -v f="$1" '!/^#/ && $2 == f' "$sums" | sha256sum --check --quiet -; }; \
+    awk -v cpu="-$(uname -m)-" '!/^#/ && index($2, cpu) { print $2 }' "$sums" > /tmp/rust.wanted; \
+    [ -s /tmp/rust.wanted ] || { echo "no Rust toolchain pinned for $(uname -m) in docker/rust-toolchain.sha256" >&2; exit 1; }; \
     while read -r f; do \
-        [ -f "$f" ] || curl -fsSL --proto '=https' -o "$f" "$dist/$f"; \
-        grep -F "  $f" rust-toolchain.sha256 | sha256sum --check --quiet -; \
+        if ! { [ -f "$f" ] && check "$f"; }; then \
+            rm -f "$f"; \
+            curl -fsSL --retry 3 --proto '=https' -o "$f" "$dist/$f"; \
+            check "$f"; \
+        fi; \
         tar -xJf "$f"; \
         "${f%.tar.xz}/install.sh" --prefix=/usr/local --disable-ldconfig >/dev/null; \
         rm -rf "$f" "${f%.tar.xz}"; \
-    done < wanted; \
-    rustc --print target-libdir --target "$(uname -m)-unknown-linux-musl" >/dev/null
+    done < /tmp/rust.wanted; \
+    ls "$(rustc --print target-libdir --target "$(uname -m)-unknown-linux-musl")"/libstd-*.rlib >/dev/null
 
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
