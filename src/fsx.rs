@@ -326,7 +326,7 @@ pub fn rename_noreplace_at(dir: BorrowedFd, from: &CStr, to: &CStr) -> io::Resul
         // SAFETY: renameat2(2) with a valid descriptor and NUL-terminated names.
         let r =
             unsafe { libc::syscall(libc::SYS_renameat2, fd, from.as_ptr(), fd, to.as_ptr(), libc::RENAME_NOREPLACE) };
-        if r < 0 { Err(nix::Error::last()) } else { Ok(()) }
+        nix::errno::Errno::result(r).map(drop)
     };
     let r = match retry(noreplace) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {

@@ -142,9 +142,9 @@ unsafe impl<const N: usize> GlobalAlloc for Pool<N> {
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY (whole body): the caller guarantees `p`/`layout` and a valid `new_size`.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let (old_class, new_class) = (class(layout), class(new));
+        let new_class = class(new);
         if self.owns(p) {
-            if old_class.map(|c| c.0) == new_class.map(|c| c.0) {
+            if class(layout) == new_class {
                 return p;
             }
         } else if new_class.is_none() {
