@@ -84,7 +84,7 @@ if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-
 fi
 
 # The binary the image ships: musl (README, "Static builds"). The Docker suite below runs the
-# image's own build of it; this checks the host's toolchain gives the same static binary.
+# image's own build of it; this checks that the host's toolchain also links it static.
 musl=$(uname -m)-unknown-linux-musl
 if rustup target list --installed 2>/dev/null | grep -q "^$musl\$"; then
   step "static $musl build"
