@@ -22,7 +22,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Forwarded to the main program's process group (C-INIT-4). TERM means stop.
 const FORWARD: [Signal; 7] = [
@@ -40,9 +40,11 @@ struct Init {
     sup: Supervisor,
     server: Option<Server>,
     sfd: SignalFd,
-    /// dnotify watch on the scan directory (its events arrive as `DNOTIFY_SIG` on the signalfd).
-    /// The dnotify watch on the scan directory; dropped when the stop begins.
+    /// The dnotify watch on the scan directory (its events arrive as `dnotify_sig()` on the
+    /// signalfd); dropped once the stop has begun.
     scan_watch: Option<std::fs::File>,
+    /// A SIGCHLD arrived since the last reap.
+    sigchld: bool,
     main_pid: Option<Pid>,
     boot: BootState,
     /// Control requests and their pending waits.
@@ -193,6 +195,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         server,
         sfd,
         scan_watch,
+        sigchld: false,
         main_pid: None,
         boot: BootState::Running,
         requests: Requests::default(),
@@ -324,8 +327,8 @@ fn dnotify_sig() -> i32 {
 
 /// Watch the scan directory for entries created, deleted or renamed (C-SVC-7). dnotify rather
 /// than inotify: tearing down an inotify instance waits for an SRCU grace period (7–16 ms
-/// here) inside PID 1's exit, on every container stop; dnotify marks live in one global group
-/// and cost nothing to drop.
+/// here) inside PID 1's exit, on every container stop; dnotify marks live in one global group,
+/// and dropping one hands that grace period to a kernel worker instead of waiting for it.
 fn watch(dir: &std::path::Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir);
@@ -374,10 +377,9 @@ impl Init {
         loop {
             let now = Instant::now();
             if self.shutdown.stopping() {
-                let tick = StopEvent::Tick {
-                    ours_left: self.main_pid.is_some() || !self.sup.idle(),
-                    children_left: has_children(),
-                };
+                let ours_left = self.main_pid.is_some() || !self.sup.idle();
+                // Asked only when it decides something: while ours run, the machine waits for them.
+                let tick = StopEvent::Tick { ours_left, children_left: !ours_left && has_children() };
                 if let Some(code) = self.stop(tick, now) {
                     self.sup.flush_out(now + Duration::from_secs(1));
                     return code;
@@ -413,6 +415,12 @@ impl Init {
             if let Some(fd) = crate::logs::logged_wake_fd() {
                 add(fd, libc::POLLIN, Token::Logged);
             }
+            if self.shutdown.stopping() {
+                // No rescans while stopping. Dropping the watch hands its teardown to kernel
+                // workers: done here, as the loop goes to sleep, they run while PID 1 waits for
+                // its children rather than inside its exit.
+                self.scan_watch = None;
+            }
             let deadline = match (self.next_deadline(now), paused) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -443,8 +451,11 @@ impl Init {
                     Token::Sweep => self.sweep_finished(),
                 }
             }
-            // Reap on every pass: cheap, and robust against coalesced SIGCHLDs.
-            self.reap(now);
+            // After a SIGCHLD only, and then every zombie there is: one SIGCHLD can stand for
+            // many exits (standard signals coalesce), and an exit after this reap raises another.
+            if std::mem::take(&mut self.sigchld) {
+                self.reap(now);
+            }
             self.sup.tick(now);
             let periodic = self.next_rescan.is_some_and(|t| now >= t);
             if !self.shutdown.stopping() && (periodic || self.rescan_at.is_some_and(|t| now >= t)) {
@@ -520,11 +531,14 @@ impl Init {
         }
         let Ok(sig) = Signal::try_from(signo) else { return };
         match sig {
-            Signal::SIGCHLD | Signal::SIGPIPE => {}
+            Signal::SIGCHLD => self.sigchld = true,
+            Signal::SIGPIPE => {}
             Signal::SIGTERM if !self.shutdown.stopping() => {
-                // The signals go out first, the log line after.
+                // The signals go out first, the log line after. Debug only: a stop the operator
+                // asked for needs no echo, and each line wakes the log reader (`docker logs`'
+                // shim) while the container is stopping — on row 1 of bench/run, ~40 µs a line.
                 self.stop(StopEvent::Stop, now);
-                info!("SIGTERM: stopping the container");
+                debug!("SIGTERM: stopping the container");
             }
             s if FORWARD.contains(&s) => match self.main_pid {
                 Some(pid) => {
@@ -547,7 +561,13 @@ impl Init {
                     let Some(pid) = st.pid() else { return };
                     if Some(pid) == self.main_pid {
                         let code = routing::exit_code(st).unwrap_or(1);
-                        info!("main program exited with code {code}");
+                        // Said when it is the reason the container stops; after a stop it is
+                        // only the expected end of one (debug, as the SIGTERM line above).
+                        if self.shutdown.stopping() {
+                            debug!("main program exited with code {code}");
+                        } else {
+                            info!("main program exited with code {code}");
+                        }
                         self.main_pid = None;
                         self.stop(StopEvent::MainExited(code), now);
                     } else if !self.sup.on_exit(pid.as_raw(), st, now) {
@@ -572,10 +592,13 @@ impl Init {
             self.sweep_done = true;
             return;
         };
+        // The sweep thread logs: its records must wake this loop.
+        crate::logs::other_writers(true);
         match boot::sweep::Background::start(p) {
             Ok(b) if !self.shutdown.stopping() => self.sweep = Some(b),
             Ok(b) => b.stop(),
             Err(e) => {
+                crate::logs::other_writers(false);
                 warn!("boot: sweep: cannot start the background part: {e}");
                 self.sweep_done = true;
             }
@@ -587,6 +610,8 @@ impl Init {
         if let Some(b) = self.sweep.take() {
             let stopped = b.ctl.stop.load(std::sync::atomic::Ordering::Relaxed);
             b.join();
+            // Its last records are queued already; the next pass takes them.
+            crate::logs::other_writers(false);
             self.sweep_done = !stopped;
         }
     }
@@ -641,10 +666,6 @@ impl Init {
                         let _ = nix::sys::signal::killpg(pid, Signal::SIGCONT);
                     }
                     self.sup.shutdown(now);
-                    // No rescans while stopping. Dropping the watch wakes a kernel worker to
-                    // free it: done now, after the signals, it overlaps the wait for the
-                    // children instead of lengthening PID 1's exit.
-                    self.scan_watch = None;
                 }
                 StopAction::TermRest => self.signal_rest(Signal::SIGTERM),
                 StopAction::KillAll => {

@@ -295,6 +295,10 @@ impl RotatingFile {
 /// Whole lines are queued or dropped (and counted): never a torn line, never a block.
 pub struct Sink {
     fd: Option<OwnedFd>,
+    /// The standard stream (1 or 2) still to be opened: the private description is made on the
+    /// first write, so a PID 1 that never writes there holds none (one descriptor fewer for
+    /// its exit to close, one `open` fewer before the main program starts).
+    lazy: Option<i32>,
     socket: bool,
     buf: VecDeque<u8>,
     cap: usize,
@@ -304,9 +308,26 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Open a private file description on fd `which` (1 or 2), so that O_NONBLOCK does not leak
-    /// into the main program, which shares the original one.
+    /// A sink onto fd `which` (1 or 2), opened when it first has something to write.
     pub fn open(which: i32, cap: usize) -> Sink {
+        Sink { lazy: Some(which), ..Sink::from(None, cap) }
+    }
+
+    fn from(fd: Option<OwnedFd>, cap: usize) -> Sink {
+        Sink {
+            fd,
+            lazy: None,
+            socket: false,
+            buf: VecDeque::new(),
+            cap,
+            dropped_lines: 0,
+            last_progress: std::time::Instant::now(),
+        }
+    }
+
+    /// Open a private file description on fd `which`, so that O_NONBLOCK does not leak into the
+    /// main program, which shares the original one.
+    fn open_now(&mut self, which: i32) {
         let path = format!("/proc/self/fd/{which}");
         let st = nix::sys::stat::fstat(which).ok();
         let socket = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFSOCK);
@@ -322,7 +343,8 @@ impl Sink {
                     .ok()
             })
             .flatten();
-        let fd = match reopened {
+        self.socket = socket;
+        self.fd = match reopened {
             Some(f) => Some(OwnedFd::from(f)),
             // Sockets, regular files (and a missing /proc): a dup; sockets get MSG_DONTWAIT.
             // SAFETY: fcntl on a descriptor number; a fresh one comes back that nothing else owns.
@@ -331,31 +353,16 @@ impl Sink {
                 _ => None,
             },
         };
-        Sink { fd, socket, buf: VecDeque::new(), cap, dropped_lines: 0, last_progress: std::time::Instant::now() }
     }
 
     /// A sink that writes to a given fd (tests, benchmarks).
     pub fn from_fd(fd: OwnedFd, cap: usize) -> Sink {
-        Sink {
-            fd: Some(fd),
-            socket: false,
-            buf: VecDeque::new(),
-            cap,
-            dropped_lines: 0,
-            last_progress: std::time::Instant::now(),
-        }
+        Sink::from(Some(fd), cap)
     }
 
     /// A sink that writes nowhere (what is left in a slot after its sink was handed on).
     pub fn none() -> Sink {
-        Sink {
-            fd: None,
-            socket: false,
-            buf: VecDeque::new(),
-            cap: 0,
-            dropped_lines: 0,
-            last_progress: std::time::Instant::now(),
-        }
+        Sink::from(None, 0)
     }
 
     pub fn raw_fd(&self) -> Option<i32> {
@@ -414,8 +421,16 @@ impl Sink {
         if self.buf.is_empty() {
             self.last_progress = std::time::Instant::now();
         }
+        if !self.buf.is_empty() {
+            if let Some(which) = self.lazy.take() {
+                self.open_now(which);
+            }
+        }
         let Some(fd) = &self.fd else {
-            self.buf.clear();
+            // Not opened yet (nothing written), or nowhere to write.
+            if self.lazy.is_none() {
+                self.buf.clear();
+            }
             return;
         };
         while !self.buf.is_empty() {
@@ -462,7 +477,8 @@ struct Stderr {
     queue: VecDeque<Vec<u8>>,
     queued: usize,
     /// An eventfd, bumped when another thread (the background sweep) queues a record, so the
-    /// loop wakes. One descriptor, not a pipe's two: each is one more thing PID 1's exit closes.
+    /// loop wakes. It exists only while such a thread runs ([`other_writers`]), and is one
+    /// descriptor, not a pipe's two: each is one more thing PID 1's exit closes.
     wake: Option<OwnedFd>,
 }
 
@@ -508,14 +524,25 @@ impl Write for StderrWriter {
 pub fn take_stderr(cap: usize) -> Sink {
     let mut st = stderr_state();
     st.owner = Some(std::thread::current().id());
-    // SAFETY: eventfd(2) with flags only; a valid result is a new descriptor we own.
-    st.wake = match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
-        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
-        _ => None,
-    };
     let mut sink = st.sink.take().unwrap_or_else(|| Sink::open(2, cap));
     sink.cap = sink.cap.max(cap);
     sink
+}
+
+/// Other threads may log from now on (`true`: the owner's loop must hear of their records and
+/// polls [`logged_wake_fd`]), or no longer (`false`, once they have been joined). Without the
+/// wake descriptor a record from another thread would wait for the loop's next wake-up.
+pub fn other_writers(on: bool) {
+    let mut st = stderr_state();
+    st.wake = if on {
+        // SAFETY: eventfd(2) with flags only; a valid result is a new descriptor we own.
+        match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+            fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ => None,
+        }
+    } else {
+        None
+    };
 }
 
 /// Give fd 2 back (PID 1 is exiting): queued records go into the sink, and from now on tracing
@@ -724,14 +751,28 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_opens_its_stream_on_the_first_write_only() {
+        let mut s = Sink::open(1, 4096);
+        s.flush();
+        assert!(s.raw_fd().is_none(), "nothing written, nothing opened");
+        s.line(b"hermesinit sink test line");
+        s.flush();
+        let fd = s.raw_fd().expect("opened by the first write");
+        assert!(fd > 2, "a private copy, never fd 1 itself");
+    }
+
+    #[test]
     fn once_taken_fd_2_has_one_writer_and_diagnostics_queue_for_it() {
         let sink = take_stderr(4096);
         // A diagnostic no longer writes fd 2 itself: it waits, whole, for the owner's sink.
         StderrWriter.write_all(b" INFO one\n").unwrap();
         StderrWriter.write_all(b" INFO two\n").unwrap();
         assert_eq!(take_logged(), vec![b"hermesinit:  INFO one\n".to_vec(), b"hermesinit:  INFO two\n".to_vec()]);
+        // No other thread logs yet: nothing to wake the loop with.
+        assert!(logged_wake_fd().is_none());
         // Another thread's diagnostic wakes the owner's loop: its eventfd turns readable, once,
         // and clearing it makes it quiet again.
+        other_writers(true);
         let wake = logged_wake_fd().expect("a wake descriptor");
         let readable = || {
             let mut p = libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 };
@@ -763,6 +804,9 @@ mod tests {
             StderrWriter.write_all(&[b'x'; 100]).unwrap();
         }
         assert!(take_logged().iter().map(Vec::len).sum::<usize>() <= MAX_QUEUED);
+        // The other thread is gone: the wake descriptor with it.
+        other_writers(false);
+        assert!(logged_wake_fd().is_none());
         // Given back at exit: tracing writes directly again.
         return_stderr(sink);
         StderrWriter.write_all(b" INFO three\n").unwrap();

@@ -149,6 +149,25 @@ fn c_init_3_stop_exits_as_soon_as_nothing_is_left() {
     let out = run.wait(secs(20));
     assert_eq!(out.code, 143, "{}", out.stderr);
     assert!(t.elapsed() < secs(2), "no fixed grace sleep: took {:?}", t.elapsed());
+    // A stop the operator asked for is not echoed at info: no line wakes the log reader mid-stop.
+    assert!(!out.stderr.contains("SIGTERM") && !out.stderr.contains("main program exited"), "{}", out.stderr);
+}
+
+#[test]
+fn a_main_program_that_ends_the_container_says_so_and_debug_shows_a_stop() {
+    let root = Root::new("stop-lines");
+    // On its own: that exit is why the container stops, so it is said.
+    let out = root.init(&["sh", "-c", "exit 3"], &[], secs(20));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("main program exited with code 3"), "{}", out.stderr);
+    // A SIGTERM stop shows both lines at debug.
+    let run = root.spawn_init(&["sh", "-c", "echo up >> /opt/data/marks; sleep 30"], &[("HERMESINIT_LOG", "debug")]);
+    wait_for(&root, "up");
+    run.signal("hermesinit", libc::SIGTERM);
+    let out = run.wait(secs(20));
+    assert_eq!(out.code, 143, "{}", out.stderr);
+    assert!(out.stderr.contains("SIGTERM: stopping the container"), "{}", out.stderr);
+    assert!(out.stderr.contains("main program exited with code 143"), "{}", out.stderr);
 }
 
 #[test]
