@@ -294,12 +294,7 @@ impl RotatingFile {
 /// A non-blocking writer onto one of the process's standard streams, with a bounded buffer.
 /// Whole lines are queued or dropped (and counted): never a torn line, never a block.
 pub struct Sink {
-    fd: Option<OwnedFd>,
-    /// The standard stream (1 or 2) still to be opened: the private description is made on the
-    /// first write, so a PID 1 that never writes there holds none (one descriptor fewer for
-    /// its exit to close, one `open` fewer before the main program starts).
-    lazy: Option<i32>,
-    socket: bool,
+    target: Target,
     buf: VecDeque<u8>,
     cap: usize,
     pub dropped_lines: u64,
@@ -307,66 +302,100 @@ pub struct Sink {
     pub last_progress: std::time::Instant,
 }
 
+/// Where a sink writes, and how it avoids blocking there.
+enum Target {
+    /// The standard stream (1 or 2) not looked at yet: a sink that never writes holds nothing.
+    Lazy(i32),
+    /// The stream's own descriptor, shared with the main program and never made O_NONBLOCK
+    /// (that would leak into it): a socket with MSG_DONTWAIT, a pipe or /dev/null with
+    /// RWF_NOWAIT (Linux ≥ 6.5 for pipes), a regular file (never blocks) with plain writes.
+    Shared(i32, How),
+    /// A descriptor of our own: a private O_NONBLOCK description of the stream (a terminal, or
+    /// a pipe on a kernel that refuses RWF_NOWAIT), or what a test handed us.
+    Own(OwnedFd, How),
+    /// Nowhere (nothing can be written, or the sink was handed on).
+    Nowhere,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Write,
+    Send,
+    NoWait,
+}
+
+/// `pwritev2(fd, buf, RWF_NOWAIT)` at the file's position: EAGAIN instead of blocking, or
+/// EOPNOTSUPP where the file cannot promise that. A raw system call: not every C library has it.
+fn write_nowait(fd: i32, buf: &[u8]) -> isize {
+    const RWF_NOWAIT: libc::c_int = 0x8;
+    let iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: one valid iovec over `buf`; offset -1 means "the file position", as write(2).
+    unsafe { libc::syscall(libc::SYS_pwritev2, fd, &iov, 1, -1 as libc::c_long, 0, RWF_NOWAIT) as isize }
+}
+
 impl Sink {
-    /// A sink onto fd `which` (1 or 2), opened when it first has something to write.
+    /// A sink onto fd `which` (1 or 2), looked at when it first has something to write.
     pub fn open(which: i32, cap: usize) -> Sink {
-        Sink { lazy: Some(which), ..Sink::from(None, cap) }
+        Sink::to(Target::Lazy(which), cap)
     }
 
-    fn from(fd: Option<OwnedFd>, cap: usize) -> Sink {
-        Sink {
-            fd,
-            lazy: None,
-            socket: false,
-            buf: VecDeque::new(),
-            cap,
-            dropped_lines: 0,
-            last_progress: std::time::Instant::now(),
+    fn to(target: Target, cap: usize) -> Sink {
+        Sink { target, buf: VecDeque::new(), cap, dropped_lines: 0, last_progress: std::time::Instant::now() }
+    }
+
+    /// Decide how to write stream `which` without blocking, by what it is. `queued` is what
+    /// waits to be written (never empty); returns how much of it the decision wrote.
+    fn resolve(which: i32, queued: &[u8]) -> (Target, usize) {
+        let kind = nix::sys::stat::fstat(which).map(|s| s.st_mode & libc::S_IFMT);
+        match kind {
+            Err(_) => return (Target::Nowhere, 0),
+            Ok(libc::S_IFSOCK) => return (Target::Shared(which, How::Send), 0),
+            Ok(libc::S_IFREG) => return (Target::Shared(which, How::Write), 0),
+            Ok(_) => {}
         }
-    }
-
-    /// Open a private file description on fd `which`, so that O_NONBLOCK does not leak into the
-    /// main program, which shares the original one.
-    fn open_now(&mut self, which: i32) {
-        let path = format!("/proc/self/fd/{which}");
-        let st = nix::sys::stat::fstat(which).ok();
-        let socket = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFSOCK);
-        // Regular files never block; a second description would have its own offset and
-        // overwrite the main program's writes, so they share the original through a dup.
-        let regular = st.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG);
-        let reopened = (!socket && !regular)
-            .then(|| {
-                OpenOptions::new()
-                    .append(true)
-                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-                    .open(&path)
-                    .ok()
-            })
-            .flatten();
-        self.socket = socket;
-        self.fd = match reopened {
-            Some(f) => Some(OwnedFd::from(f)),
-            // Sockets, regular files (and a missing /proc): a dup; sockets get MSG_DONTWAIT.
+        // A pipe (or /dev/null) takes RWF_NOWAIT on current kernels. The probe is a real write
+        // (the kernel checks the flag only for a non-empty one); any answer but "unsupported"
+        // means it was accepted. Refused (a terminal, an older kernel): a private description.
+        let n = write_nowait(which, queued);
+        let refused = [nix::Error::EOPNOTSUPP, nix::Error::EINVAL, nix::Error::ENOSYS];
+        if n >= 0 {
+            return (Target::Shared(which, How::NoWait), n as usize);
+        }
+        if !refused.contains(&nix::Error::last()) {
+            return (Target::Shared(which, How::NoWait), 0);
+        }
+        let reopened = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(format!("/proc/self/fd/{which}"));
+        let target = match reopened {
+            Ok(f) => Target::Own(OwnedFd::from(f), How::Write),
+            // No /proc: a dup (which shares the blocking description; nothing better is left).
             // SAFETY: fcntl on a descriptor number; a fresh one comes back that nothing else owns.
-            None => match unsafe { libc::fcntl(which, libc::F_DUPFD_CLOEXEC, 3) } {
-                fd if fd >= 0 => Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
-                _ => None,
+            Err(_) => match unsafe { libc::fcntl(which, libc::F_DUPFD_CLOEXEC, 3) } {
+                fd if fd >= 0 => Target::Own(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }, How::Write),
+                _ => Target::Nowhere,
             },
         };
+        (target, 0)
     }
 
     /// A sink that writes to a given fd (tests, benchmarks).
     pub fn from_fd(fd: OwnedFd, cap: usize) -> Sink {
-        Sink::from(Some(fd), cap)
+        Sink::to(Target::Own(fd, How::Write), cap)
     }
 
     /// A sink that writes nowhere (what is left in a slot after its sink was handed on).
     pub fn none() -> Sink {
-        Sink::from(None, 0)
+        Sink::to(Target::Nowhere, 0)
     }
 
     pub fn raw_fd(&self) -> Option<i32> {
-        self.fd.as_ref().map(|f| f.as_raw_fd())
+        match &self.target {
+            Target::Shared(fd, _) => Some(*fd),
+            Target::Own(f, _) => Some(f.as_raw_fd()),
+            Target::Lazy(_) | Target::Nowhere => None,
+        }
     }
 
     pub fn pending(&self) -> bool {
@@ -420,29 +449,33 @@ impl Sink {
     pub fn flush(&mut self) {
         if self.buf.is_empty() {
             self.last_progress = std::time::Instant::now();
-        }
-        if !self.buf.is_empty() {
-            if let Some(which) = self.lazy.take() {
-                self.open_now(which);
-            }
-        }
-        let Some(fd) = &self.fd else {
-            // Not opened yet (nothing written), or nowhere to write.
-            if self.lazy.is_none() {
-                self.buf.clear();
-            }
             return;
+        }
+        if let Target::Lazy(which) = self.target {
+            let (target, wrote) = Sink::resolve(which, self.buf.as_slices().0);
+            self.target = target;
+            if wrote > 0 {
+                self.buf.drain(..wrote);
+                self.last_progress = std::time::Instant::now();
+            }
+        }
+        let (fd, how) = match &self.target {
+            Target::Shared(fd, how) => (*fd, *how),
+            Target::Own(f, how) => (f.as_raw_fd(), *how),
+            Target::Lazy(_) | Target::Nowhere => {
+                self.buf.clear();
+                return;
+            }
         };
         while !self.buf.is_empty() {
             let (a, _) = self.buf.as_slices();
-            let n = if self.socket {
-                // SAFETY: valid buffer and fd.
-                unsafe {
-                    libc::send(fd.as_raw_fd(), a.as_ptr().cast(), a.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                }
-            } else {
-                // SAFETY: valid buffer and fd.
-                unsafe { libc::write(fd.as_raw_fd(), a.as_ptr().cast(), a.len()) }
+            // SAFETY (each): a valid buffer and descriptor.
+            let n = match how {
+                How::Send => unsafe {
+                    libc::send(fd, a.as_ptr().cast(), a.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                },
+                How::NoWait => write_nowait(fd, a),
+                How::Write => unsafe { libc::write(fd, a.as_ptr().cast(), a.len()) },
             };
             if n > 0 {
                 self.buf.drain(..n as usize);
@@ -751,14 +784,48 @@ mod tests {
     }
 
     #[test]
-    fn a_sink_opens_its_stream_on_the_first_write_only() {
-        let mut s = Sink::open(1, 4096);
+    fn a_sink_looks_at_its_stream_on_the_first_write_and_writes_a_pipe_itself_without_blocking() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut s = Sink::open(w.as_raw_fd(), 1 << 20);
         s.flush();
-        assert!(s.raw_fd().is_none(), "nothing written, nothing opened");
-        s.line(b"hermesinit sink test line");
+        assert!(s.raw_fd().is_none(), "nothing written, nothing looked at");
+        s.line(b"one");
         s.flush();
-        let fd = s.raw_fd().expect("opened by the first write");
-        assert!(fd > 2, "a private copy, never fd 1 itself");
+        assert_eq!(s.raw_fd(), Some(w.as_raw_fd()), "the pipe itself: no descriptor of our own");
+        let mut got = [0u8; 16];
+        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut got), Ok(4));
+        assert_eq!(&got[..4], b"one\n");
+        // The shared description stays blocking: the main program writes it too.
+        let fl = nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(fl & libc::O_NONBLOCK, 0);
+        // 200 kB into a 64 kB pipe nobody reads: the rest waits here, nothing blocks.
+        for _ in 0..2000 {
+            s.line(&[b'a'; 99]);
+            s.flush();
+        }
+        assert!(s.pending() && s.buffered() > 100_000);
+    }
+
+    #[test]
+    fn a_terminal_gets_a_private_non_blocking_description() {
+        // SAFETY: plain libc pty calls on descriptors this test owns.
+        let slave = unsafe {
+            let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(m >= 0 && libc::grantpt(m) == 0 && libc::unlockpt(m) == 0);
+            let mut name = [0 as libc::c_char; 64];
+            assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+            let sl = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+            assert!(sl >= 0);
+            (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(sl))
+        };
+        let mut s = Sink::open(slave.1.as_raw_fd(), 4096);
+        s.line(b"to the terminal");
+        s.flush();
+        let own = s.raw_fd().expect("opened");
+        assert_ne!(own, slave.1.as_raw_fd(), "RWF_NOWAIT is refused on a terminal: a copy of our own");
+        let fl = nix::fcntl::fcntl(own, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        assert!(!s.pending(), "written");
     }
 
     #[test]
