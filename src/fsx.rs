@@ -185,6 +185,14 @@ pub fn open_raw_at(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) 
     open_raw(dir.as_raw_fd(), name, flags, mode as libc::mode_t)
 }
 
+/// A new open file description of our own descriptor `fd` (`O_CLOEXEC` added), through its
+/// `/proc/self/fd` entry: the one link this layer follows on purpose. It is procfs's, not a
+/// file hermes can plant, and it can only name what PID 1 already holds.
+pub fn reopen(fd: BorrowedFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io::Error::other)?;
+    open_raw(libc::AT_FDCWD, &link, flags, 0)
+}
+
 /// Open a directory by path, following symlinks in the path (for HERMES_HOME itself, which is
 /// configuration, not hermes-controlled).
 pub fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {

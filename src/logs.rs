@@ -4,10 +4,9 @@
 use crate::creds::Identity;
 use crate::fsx;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -308,10 +307,12 @@ enum Target {
     Lazy(i32),
     /// The stream's own descriptor, shared with the main program and never made O_NONBLOCK
     /// (that would leak into it): a socket with MSG_DONTWAIT, a pipe or /dev/null with
-    /// RWF_NOWAIT (Linux ≥ 6.5 for pipes), a regular file (never blocks) with plain writes.
+    /// RWF_NOWAIT (on kernels whose pipes accept it), a regular file (never blocks) with plain
+    /// writes.
     Shared(i32, How),
     /// A descriptor of our own: a private O_NONBLOCK description of the stream (a terminal, or
-    /// a pipe on a kernel that refuses RWF_NOWAIT), or what a test handed us.
+    /// a pipe on an older kernel that refuses RWF_NOWAIT with EOPNOTSUPP), or what a test
+    /// handed us.
     Own(OwnedFd, How),
     /// Nowhere (nothing can be written, or the sink was handed on).
     Nowhere,
@@ -364,17 +365,14 @@ impl Sink {
         if !refused.contains(&nix::Error::last()) {
             return (Target::Shared(which, How::NoWait), 0);
         }
-        let reopened = OpenOptions::new()
-            .append(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(format!("/proc/self/fd/{which}"));
-        let target = match reopened {
-            Ok(f) => Target::Own(OwnedFd::from(f), How::Write),
+        // SAFETY: `which` is open (fstat above succeeded) for the length of this call.
+        let stream = unsafe { std::os::fd::BorrowedFd::borrow_raw(which) };
+        let target = match fsx::reopen(stream, libc::O_WRONLY | libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOCTTY) {
+            Ok(f) => Target::Own(f, How::Write),
             // No /proc: a dup (which shares the blocking description; nothing better is left).
-            // SAFETY: fcntl on a descriptor number; a fresh one comes back that nothing else owns.
-            Err(_) => match unsafe { libc::fcntl(which, libc::F_DUPFD_CLOEXEC, 3) } {
-                fd if fd >= 0 => Target::Own(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }, How::Write),
-                _ => Target::Nowhere,
+            Err(_) => match stream.try_clone_to_owned() {
+                Ok(f) => Target::Own(f, How::Write),
+                Err(_) => Target::Nowhere,
             },
         };
         (target, 0)
