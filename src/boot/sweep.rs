@@ -688,6 +688,28 @@ mod tests {
 
     const H: (u32, u32) = (10000, 10000);
 
+    /// A background worker runs at nice 19 and in the idle I/O class, and only its own thread
+    /// does: the thread that started it keeps its priority.
+    #[test]
+    fn a_background_worker_yields_the_cpu_and_the_disk_to_everything_else() {
+        // SAFETY: read-only queries of the calling thread's scheduling state.
+        let state = || unsafe {
+            *libc::__errno_location() = 0;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+            let ioprio = libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, 0 as libc::c_long);
+            (nice, ioprio >> 13)
+        };
+        let before = state();
+        let worker = std::thread::spawn(move || {
+            background_priority();
+            state()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(worker, (19, 3), "nice, I/O class");
+        assert_eq!(state(), before, "the caller's own priority is untouched");
+    }
+
     fn chown(p: &Path, o: (u32, u32)) {
         std::os::unix::fs::lchown(p, Some(o.0), Some(o.1)).unwrap();
     }
