@@ -95,6 +95,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let mask = blocked_signals();
     let blocked = mask.thread_block();
     crate::logs::init_tracing();
+    // The start's lines are written together once the main program runs (or before boot waits
+    // on anything): each write wakes the log reader on the way to the main program's exec.
+    crate::logs::hold_stderr();
     if let Err(e) = blocked {
         error!("fatal: stopping the container: cannot block signals: {e}");
         return 1;

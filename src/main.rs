@@ -50,7 +50,10 @@ pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_cha
         .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) })
         .map(|a| OsString::from_vec(a.to_bytes().to_vec()))
         .collect();
-    std::process::exit(run(args))
+    let code = run(args);
+    // Whatever PID 1 still holds of its start's diagnostics (an early fatal exit).
+    logs::release_stderr();
+    std::process::exit(code)
 }
 
 /// A closed 0, 1 or 2 would be handed to the next file opened (a control connection, a log

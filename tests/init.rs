@@ -242,3 +242,25 @@ fn closed_standard_descriptors_are_reopened_on_dev_null_before_anything_else_ope
     let out = root.run_ns(true, "", &body, &[], &[], secs(20));
     assert_eq!((out.code, out.stdout.trim()), (0, "/dev/null"), "{}", out.stderr);
 }
+
+/// PID 1 holds its start's diagnostics and writes them together once the main program runs,
+/// but never behind what boot's own programs print: the lines of the steps before the
+/// cont-init hooks are out before a hook runs; the later ones, and an early fatal error's,
+/// are not lost.
+#[test]
+fn the_start_s_held_lines_come_before_a_hook_s_output_and_none_is_lost() {
+    let root = Root::new("heldlines");
+    root.write_exec("cont-init.d/10-say", "#!/bin/sh\necho HOOK-SPEAKS >&2\n");
+    let out = root.init(&["sh", "-c", "echo MAIN-RUNS >&2"], &[], secs(30));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let at = |what: &str| out.stderr.find(what).unwrap_or_else(|| panic!("no {what:?} in:\n{}", out.stderr));
+    assert!(at("boot: reconcile:") < at("HOOK-SPEAKS"), "a step's line after the hook's output:\n{}", out.stderr);
+    assert!(at("HOOK-SPEAKS") < at("boot: hooks: ran 1 hooks"), "{}", out.stderr);
+    for line in ["boot: bootlog:", "boot: finished in", "ready in", "main program exited with code 0"] {
+        at(line);
+    }
+    root.config("kill_grace_ms: [not a number]\n");
+    let bad = root.init(&["true"], &[], secs(30));
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("fatal: stopping the container: invalid configuration"), "{}", bad.stderr);
+}

@@ -277,6 +277,10 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         if skip.contains(&step) {
             continue;
         }
+        if step == Step::Sweep {
+            // The lines so far are out before the volume is walked: a hung mount shows where.
+            crate::logs::flush_stderr();
+        }
         let t = Instant::now();
         let r = match step {
             Step::Env => b.step_env(),
