@@ -146,6 +146,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let Ok(hermes) = resolve_user(&cfg, uid) else { return 1 };
     // C-MAIN-8: root, or the hermes user itself; anything else cannot own the volume.
     if uid != 0 && hermes.as_ref().is_none_or(|h| h.uid != uid) {
+        crate::logs::release_stderr();
         eprintln!(
             "hermesinit: refusing to start as uid {uid}: an arbitrary --user is not supported; run the container \
              as root (the default) or as {0} (--user {1}:{2}); to match host file ownership set HERMES_UID/HERMES_GID \
@@ -213,6 +214,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     init.rescan(Instant::now());
     let spawned = spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg);
+    // The start's held lines, now that the main program has exec'd: before it can print much.
+    init.sup.writable();
     // Before the boot's last log lines: they fault the formatting code back in now, which the
     // stop path needs for its own two lines (its page faults per stop went from 9 to 2).
     unmap_boot_text();

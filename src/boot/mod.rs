@@ -277,9 +277,10 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
         if skip.contains(&step) {
             continue;
         }
-        if step == Step::Sweep {
-            // The lines so far are out before the volume is walked: a hung mount shows where.
-            crate::logs::flush_stderr();
+        if step >= Step::Volume {
+            // Every step from here on touches the volume: its lines go out as they come, so a
+            // hung mount shows where.
+            crate::logs::release_stderr();
         }
         let t = Instant::now();
         let r = match step {

@@ -700,6 +700,10 @@ mod tests {
             (nice, ioprio >> 13)
         };
         let before = state();
+        if before == (19, 3) {
+            eprintln!("skipped: the test runs at nice 19 in the idle I/O class already");
+            return;
+        }
         let worker = std::thread::spawn(move || {
             background_priority();
             state()
