@@ -1578,9 +1578,6 @@ class Bench:
         return out
 
 
-# ---- docker helpers (rows D) ------------------------------------------------------------
-
-
 def at_rest(path):
     """Write back what is dirty and flush the disk's cache, so the next timed run pays for
     neither. sync(2) alone is not enough: on ext4 without a journal (this VM's) it writes the
@@ -1593,6 +1590,9 @@ def at_rest(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---- docker helpers (rows D) ------------------------------------------------------------
 
 
 def timed(argv, timeout=300):

@@ -559,9 +559,9 @@ impl Write for StderrWriter {
 /// PID 1's start: hold the diagnostics in the sink (bounded: a full sink writes) instead of
 /// writing each line. Every write into the container's log pipe wakes its reader, which then
 /// takes the CPU from PID 1 on its way to starting the main program (row 3: ~90 µs for the two
-/// lines of a boot with every step skipped, ~6 %). What is held is written by the loop once the
-/// main program runs ([`take_stderr`] takes it along), by [`release_stderr`] before boot waits
-/// on anything outside PID 1 (a program it starts, the volume), and at any exit.
+/// lines of a boot with every step skipped, ~6 %). What is held is written once the main program
+/// has exec'd ([`take_stderr`] takes it along to the loop's sink), by [`release_stderr`] when
+/// boot reaches its first step that touches the volume, and at an exit through `main`.
 pub fn hold_stderr() {
     stderr_state().held = true;
 }

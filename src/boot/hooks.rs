@@ -74,8 +74,6 @@ pub fn run_one(path: &Path, env: &[(OsString, OsString)]) -> Result<Exit, StepEr
     let mut cmd = Command::new(&[path.as_os_str().as_bytes()]);
     cmd.env(env.iter().map(|(k, v)| (k, v)));
     cmd.group = Group::Own { tty: None };
-    // A hook writes to the container's stderr itself, and may run long: boot's lines first.
-    crate::logs::release_stderr();
     let pid = cmd.spawn().map_err(|e| StepErr {
         code: if e.errno == nix::Error::ENOENT { 127 } else { 126 },
         reason: format!("hook {} could not be started: {e}", path.display()),

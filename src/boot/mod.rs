@@ -278,8 +278,9 @@ pub fn run_with(ctx: &Context, paths: &Paths, env: Vec<(OsString, OsString)>) ->
             continue;
         }
         if step >= Step::Volume {
-            // Every step from here on touches the volume: its lines go out as they come, so a
-            // hung mount shows where.
+            // Every step from here on touches the volume or starts a program (hooks, Hermes'
+            // Python, which print to the same stderr): lines go out as they come, so a hung mount
+            // shows where and a program's output never precedes the steps before it.
             crate::logs::release_stderr();
         }
         let t = Instant::now();

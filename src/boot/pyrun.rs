@@ -50,8 +50,6 @@ pub fn run(r: &Run, mut line: impl FnMut(&str)) -> Result<Ended, StepErr> {
     cmd.identity = r.identity.clone();
     cmd.group = Group::Own { tty: None };
     cmd.stdio = [Some(null.as_raw_fd()), Some(wr.as_raw_fd()), Some(wr.as_raw_fd())];
-    // Hermes' Python takes a second or more, and what it prints is logged as it comes.
-    crate::logs::release_stderr();
     let pid = match cmd.spawn() {
         Ok(p) => p,
         Err(e) => {
