@@ -564,6 +564,29 @@ impl Write for StderrWriter {
 /// boot reaches its first step that touches the volume, and at an exit through `main`.
 pub fn hold_stderr() {
     stderr_state().held = true;
+    // A panic aborts (the release profile): what is held, or queued for the loop, goes out
+    // before std's own message, or the last lines before a bug would be lost with it.
+    let std_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        write_out_for_panic();
+        std_hook(info);
+    }));
+}
+
+/// Best effort and never blocking: skipped when the panicking thread holds the lock itself.
+fn write_out_for_panic() {
+    let mut st = match STDERR.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    let st = &mut *st;
+    let sink = st.sink.get_or_insert_with(|| Sink::open(2, 256 * 1024));
+    for rec in st.queue.drain(..) {
+        sink.record(&[&rec]);
+    }
+    st.queued = 0;
+    sink.flush();
 }
 
 /// Write what is held and stop holding (boot is about to wait on something: its lines so far
@@ -750,6 +773,30 @@ mod tests {
         let mut one = long.clone();
         one.push(b'\n');
         assert_eq!(lines(&[&one]).iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
+    }
+
+    /// The child half of the next test (run by it as a process of its own): hold a line, panic.
+    #[test]
+    fn held_line_then_panic_child() {
+        if std::env::var_os("HERMESINIT_TEST_PANIC_CHILD").is_none() {
+            return;
+        }
+        hold_stderr();
+        let _ = StderrWriter.write(b" INFO the line before the bug\n");
+        panic!("a bug, deliberately");
+    }
+
+    #[test]
+    fn a_panic_writes_the_held_lines_before_its_message() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["logs::tests::held_line_then_panic_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("HERMESINIT_TEST_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.find("hermesinit:  INFO the line before the bug\n").unwrap_or_else(|| panic!("lost: {err}"));
+        let msg = err.find("a bug, deliberately").unwrap_or_else(|| panic!("no panic message: {err}"));
+        assert!(line < msg, "{err}");
     }
 
     #[test]
