@@ -212,7 +212,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         sweep: None,
         sweep_done: false,
     };
-    init.rescan(Instant::now());
+    // The main program first, then the services: registering a slot is a dozen file operations
+    // in /run (each a round trip to the storage driver's daemon on fuse-overlayfs), and nothing
+    // the main program can ask of them is answered before the loop runs, after the rescan.
     let spawned = spawn_main(&args, &raw_args, &base_env, hermes.as_ref().filter(|_| uid == 0), &init.cfg);
     // The start's held lines, now that the main program has exec'd: before it can print much.
     init.sup.writable();
@@ -229,8 +231,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
             init.stop(StopEvent::MainExited(code), Instant::now());
         }
     }
+    let ready = t0.elapsed();
+    if !init.shutdown.stopping() {
+        init.rescan(Instant::now());
+    }
     init.boot = BootState::Done;
-    info!("ready in {} ms", t0.elapsed().as_millis());
+    info!("ready in {} ms", ready.as_millis());
     init.start_sweep();
     let code = init.run();
     // Nothing is left to close or free by hand: the kernel does it as the process ends.
