@@ -1094,8 +1094,9 @@ class Bench:
         created = docker_out(["image", "inspect", "-f", "{{.Created}}", img])
         anchor, anchor_id = self.tini_anchor_image(img, image_id)
         log(f"docker rows with {img} against {anchor}")
-        # At least 9: a Docker daemon's own spread here is ±10-50 % within a run, the goal 5 %.
-        rounds = max(9, self.rounds // 2)
+        # At least 15: a Docker daemon's own spread here is ±10-50 % within a run, the goal 5 %
+        # (9 rounds gave D2 1.08x, 21 rounds of the same images an hour later 0.95x).
+        rounds = max(15, self.rounds // 2)
         names = ["hermesinit", "tini"]
         images = {"hermesinit": img, "tini": anchor}
         res = {"run": {}, "stop-idle": {}, "stop-gateway": {}}
@@ -1229,8 +1230,10 @@ class Bench:
         res["stop-idle"] = self.run_rounds(names, rounds, one_idle)
         log(f"  D3 docker stop, one gateway ({rounds} rounds)")
         res["stop-gateway"] = self.run_rounds(names, rounds, one_gateway)
-        log(f"  D4 docker stop, dashboard + 2 gateways ({rounds} rounds, hermesinit only)")
-        record = {"stop (dashboard + 2 gateways)": self.run_rounds(["hermesinit"], rounds, one_full)["hermesinit"]}
+        # A record without an anchor: a few rounds tell its size.
+        d4 = max(5, rounds // 3)
+        log(f"  D4 docker stop, dashboard + 2 gateways ({d4} rounds, hermesinit only)")
+        record = {"stop (dashboard + 2 gateways)": self.run_rounds(["hermesinit"], d4, one_full)["hermesinit"]}
         self.results["docker"] = {"unit": "ms", "samples": res, "record": record, "split": split, "boot": boot,
                                   "up": ups, "image": image_id, "created": created, "anchor": anchor,
                                   "anchor_id": anchor_id, "rounds": rounds}
