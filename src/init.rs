@@ -98,6 +98,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // The start's lines are written together once the main program runs (or before boot waits
     // on anything): each write wakes the log reader on the way to the main program's exec.
     crate::logs::hold_stderr();
+    crate::logs::write_out_on_panic();
     if let Err(e) = blocked {
         error!("fatal: stopping the container: cannot block signals: {e}");
         return 1;

@@ -519,6 +519,27 @@ struct Stderr {
 /// Records queued for the owner at most (a stalled stderr must not grow PID 1 without bound).
 const MAX_QUEUED: usize = 1 << 20;
 
+/// The buffer of fd 2's sink while nobody has taken it over.
+const STDERR_CAP: usize = 256 * 1024;
+
+impl Stderr {
+    /// The sink fd 2 is written through while nobody has taken it over.
+    fn sink(&mut self) -> &mut Sink {
+        self.sink.get_or_insert_with(|| Sink::open(2, STDERR_CAP))
+    }
+
+    /// Move the queued records into the sink and write what the reader takes.
+    fn drain_queue(&mut self) {
+        let queue = std::mem::take(&mut self.queue);
+        self.queued = 0;
+        let sink = self.sink();
+        for rec in &queue {
+            sink.record(&[rec]);
+        }
+        sink.flush();
+    }
+}
+
 fn stderr_state() -> std::sync::MutexGuard<'static, Stderr> {
     STDERR.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -542,7 +563,7 @@ impl Write for StderrWriter {
             }
         } else {
             let held = st.held;
-            let sink = st.sink.get_or_insert_with(|| Sink::open(2, 256 * 1024));
+            let sink = st.sink();
             sink.record(&[b"hermesinit: ", buf]);
             if !held {
                 sink.flush();
@@ -564,29 +585,24 @@ impl Write for StderrWriter {
 /// boot reaches its first step that touches the volume, and at an exit through `main`.
 pub fn hold_stderr() {
     stderr_state().held = true;
-    // A panic aborts (the release profile): what is held, or queued for the loop, goes out
-    // before std's own message, or the last lines before a bug would be lost with it.
-    let std_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        write_out_for_panic();
-        std_hook(info);
-    }));
 }
 
-/// Best effort and never blocking: skipped when the panicking thread holds the lock itself.
-fn write_out_for_panic() {
-    let mut st = match STDERR.try_lock() {
-        Ok(g) => g,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return,
-    };
-    let st = &mut *st;
-    let sink = st.sink.get_or_insert_with(|| Sink::open(2, 256 * 1024));
-    for rec in st.queue.drain(..) {
-        sink.record(&[&rec]);
-    }
-    st.queued = 0;
-    sink.flush();
+/// PID 1's diagnostics survive a panic (a bug; the release build aborts): what is held, or
+/// queued for the loop, is written before std's own message. Best effort and never blocking:
+/// skipped when the panicking thread holds the lock itself.
+pub fn write_out_on_panic() {
+    let std_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let st = match STDERR.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut st) = st {
+            st.drain_queue();
+        }
+        std_hook(info);
+    }));
 }
 
 /// Write what is held and stop holding (boot is about to wait on something: its lines so far
@@ -625,15 +641,11 @@ pub fn other_writers(on: bool) {
 
 /// Give fd 2 back (PID 1 is exiting): queued records go into the sink, and from now on tracing
 /// writes directly again, so nothing logged after the loop is lost.
-pub fn return_stderr(mut sink: Sink) {
+pub fn return_stderr(sink: Sink) {
     let mut st = stderr_state();
-    for rec in st.queue.drain(..) {
-        sink.record(&[&rec]);
-    }
-    sink.flush();
-    st.queued = 0;
-    st.owner = None;
     st.sink = Some(sink);
+    st.drain_queue();
+    st.owner = None;
 }
 
 /// The diagnostics queued since the last call, as whole records (each ends with a newline).
@@ -783,6 +795,7 @@ mod tests {
         if std::env::var_os("HERMESINIT_TEST_PANIC_CHILD").is_none() {
             return;
         }
+        write_out_on_panic();
         hold_stderr();
         let _ = StderrWriter.write(b" INFO the line before the bug\n");
         panic!("a bug, deliberately");
