@@ -157,9 +157,6 @@ class Bench:
         self.hi_src = args.hermesinit
         self.hb_src = args.hb
         self.rounds = args.rounds
-        # Rows 1 and 3 are sub-millisecond and their goal is parity with tini: a 5-round median
-        # moves ±15 % between runs here, so they always get 41 rounds (~10 s for both).
-        self.fast_rounds = max(41, args.rounds)
         self.quick = args.quick
         self.w = tempfile.mkdtemp(prefix="hib-", dir="/tmp")
         os.chmod(self.w, 0o755)
@@ -282,6 +279,13 @@ class Bench:
                 self.notes.append(f"{n}: {len(es)} failed sample(s), first: {es[0][:200]}")
         return out
 
+    def parity_rounds(self, floor):
+        """Rounds for a row whose goal is parity with an anchor: at least `floor`, whatever the
+        mode. With 5 rounds their medians moved ±15 % between runs on this VM, so the verdict was
+        a coin toss. Floors by cost: rows 1 and 3 41 (~10 s for both), row 10 21 (~2.5 s a
+        round), rows D 15 (D3 ~10 s a sample)."""
+        return max(floor, self.rounds)
+
     # ---- service trees -----------------------------------------------------------------
 
     def tree(self, kind, n, svc_args, tag, log_lines=True, user="hermes"):
@@ -377,7 +381,7 @@ class Bench:
         log("row 1: SIGTERM → exit (main program exits at once on TERM)")
         inits = self.inits_simple([self.hb, "ready", self.fifo])
         names = list(inits)
-        res = self.run_rounds(names, self.fast_rounds, lambda n, r: self.stopbench(
+        res = self.run_rounds(names, self.parity_rounds(41), lambda n, r: self.stopbench(
             inits[n][0], 1, 50, inits[n][1])["stop_ns"] / 1e6)
         self.results[1] = {"unit": "ms", "samples": res}
 
@@ -417,7 +421,7 @@ class Bench:
                 raise RuntimeError(f"no stamps: {pr.stdout!r} {pr.stderr[-500:]!r}")
             self.results.setdefault("3-total", {}).setdefault(n, []).append((t1 - t0) / 1e6)
             return (kv["M"] - kv["E"]) / 1e6
-        res = self.run_rounds(names, self.fast_rounds, one)
+        res = self.run_rounds(names, self.parity_rounds(41), one)
         self.results[3] = {"unit": "ms", "samples": res}
 
     def row5(self):
@@ -918,9 +922,8 @@ class Bench:
             if "storm_ns" not in kv:
                 raise RuntimeError(f"storm: {pr.stdout!r} {pr.stderr[-500:]!r}")
             return kv["storm_ns"] / 1e6
-        # Noisy (the kernel's reaping dominates, not the init) and at parity: 21 rounds at least
-        # (~2.5 s each for the four inits).
-        res = self.run_rounds(names, max(21, self.rounds), one)
+        # Noisy: the kernel's reaping dominates, not the init.
+        res = self.run_rounds(names, self.parity_rounds(21), one)
         self.results[10] = {"unit": "ms", "samples": res}
 
     def row11(self):
@@ -1094,9 +1097,9 @@ class Bench:
         created = docker_out(["image", "inspect", "-f", "{{.Created}}", img])
         anchor, anchor_id = self.tini_anchor_image(img, image_id)
         log(f"docker rows with {img} against {anchor}")
-        # At least 15: a Docker daemon's own spread here is ±10-50 % within a run, the goal 5 %
-        # (9 rounds gave D2 1.08x, 21 rounds of the same images an hour later 0.95x).
-        rounds = max(15, self.rounds // 2)
+        # A Docker daemon's own spread here is ±10-50 % within a run, the goal 5 % (9 rounds gave
+        # D2 1.08x, 21 rounds of the same images an hour later 0.95x).
+        rounds = self.parity_rounds(15)
         names = ["hermesinit", "tini"]
         images = {"hermesinit": img, "tini": anchor}
         res = {"run": {}, "stop-idle": {}, "stop-gateway": {}}
@@ -1236,7 +1239,7 @@ class Bench:
         record = {"stop (dashboard + 2 gateways)": self.run_rounds(["hermesinit"], d4, one_full)["hermesinit"]}
         self.results["docker"] = {"unit": "ms", "samples": res, "record": record, "split": split, "boot": boot,
                                   "up": ups, "image": image_id, "created": created, "anchor": anchor,
-                                  "anchor_id": anchor_id, "rounds": rounds}
+                                  "anchor_id": anchor_id, "rounds": rounds, "d4_rounds": d4}
         if any(u != "dashboard,gateway-default,gateway-second" for u in ups):
             self.notes.append("docker: services up before the stop with dashboard + 2 gateways were "
                               + "; ".join(sorted(set(ups))) + " (wanted dashboard, gateway-default, gateway-second)")
@@ -1568,21 +1571,22 @@ class Bench:
                 out.append(f"- Docker rows skipped: {d['skipped']}.")
             else:
                 out.append(f"- Rows D: `{self.args.image}` ({d['image'][:19]}…) against `{d['anchor']}` "
-                           f"({d['anchor_id'][:19]}…), {d['rounds']} rounds each, wall time of the docker CLI.")
+                           f"({d['anchor_id'][:19]}…), {d['rounds']} rounds each "
+                           f"(D4 {d.get('d4_rounds', d['rounds'])}), wall time of the docker CLI.")
                 b = d.get("boot", {})
                 if b.get("boot"):
                     out.append("- Row D1, hermesinit's own log: " + "; ".join(
                         f"{lab} {fmt_stats(Stats(b[k]), 'ms')}" for k, lab in
                         (("boot", "boot finished in"), ("migrate", "of which `migrate`"),
                          ("ready", "main program started (`ready in`)")) if b.get(k)) + ".")
+                # Offsets after the stop began are listed first, then the spans (durations).
+                spans = ("gateway's own teardown (its log)", "exit → CLI return")
                 for i, k in ((2, "stop-idle"), (3, "stop-gateway")):
                     sp = d.get("split", {}).get(k, {})
                     parts = []
                     for n in ("hermesinit", "tini"):
                         marks = sp.get(n, {})
                         if marks:
-                            # Offsets after the stop began, then the spans (durations).
-                            spans = ("gateway's own teardown (its log)", "exit → CLI return")
                             parts.append(f"{n}: " + ", ".join(
                                 f"{lab} +{fmt(Stats(v).median, 'ms')}" for lab, v in
                                 sorted(marks.items(), key=lambda kv: Stats(kv[1]).median)
